@@ -1,0 +1,99 @@
+"""Prompt segments and link policies: the request-side vocabulary of position-independent caching.
+
+A prompt is a list of segments, each with one caching rule:
+
+    [ prefix: system prompt ][ chunk: doc 1 ][ chunk: doc 2 ][ text: question ]
+      reused by exact-prefix    reused at any position, from    never cached
+      block hashing             the chunk store
+
+The concatenation of all segments' token ids is exactly the prompt the model sees; under the
+``full`` policy the engine serves it as plain text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+SegmentKind = Literal["prefix", "chunk", "text"]
+SEGMENT_KINDS: tuple[str, ...] = ("prefix", "chunk", "text")
+
+LinkPolicyName = Literal["full", "prefix", "naive", "legolink", "cacheblend"]
+LINK_POLICY_NAMES: tuple[str, ...] = ("full", "prefix", "naive", "legolink", "cacheblend")
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A span of a prompt with one caching rule."""
+
+    kind: SegmentKind
+    token_ids: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.kind not in SEGMENT_KINDS:
+            raise ValueError(f"unknown segment kind {self.kind!r}; valid: {', '.join(SEGMENT_KINDS)}")
+        if not isinstance(self.token_ids, tuple):
+            object.__setattr__(self, "token_ids", tuple(int(t) for t in self.token_ids))
+        if self.kind == "chunk" and not self.token_ids:
+            raise ValueError("a chunk segment needs at least one token")
+
+    @classmethod
+    def prefix(cls, token_ids: Sequence[int]) -> Segment:
+        return cls("prefix", tuple(int(t) for t in token_ids))
+
+    @classmethod
+    def chunk(cls, token_ids: Sequence[int]) -> Segment:
+        return cls("chunk", tuple(int(t) for t in token_ids))
+
+    @classmethod
+    def text(cls, token_ids: Sequence[int]) -> Segment:
+        return cls("text", tuple(int(t) for t in token_ids))
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+
+def prompt_token_ids(segments: Sequence[Segment]) -> list[int]:
+    """The flat prompt the model sees: all segments' tokens in order."""
+    return [t for seg in segments for t in seg.token_ids]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkPolicy:
+    """How a request's cached chunks are linked (see DESIGN §2 for the recompute sets).
+
+    Args:
+        name: ``full``, ``prefix``, ``naive``, ``legolink`` or ``cacheblend``.
+        k: LegoLink: leading tokens of each chunk recomputed (ignored by other policies).
+        ratio: CacheBlend: fraction of chunk tokens recomputed (ignored by other policies).
+    """
+
+    name: LinkPolicyName = "legolink"
+    k: int = 16
+    ratio: float = 0.15
+
+    def __post_init__(self) -> None:
+        if self.name not in LINK_POLICY_NAMES:
+            raise ValueError(
+                f"unknown link policy {self.name!r}; valid: {', '.join(LINK_POLICY_NAMES)}"
+            )
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 0:
+            raise ValueError(f"link policy k must be an integer >= 0, got {self.k!r}")
+        if not 0.0 <= float(self.ratio) <= 1.0:
+            raise ValueError(f"link policy ratio must be in [0, 1], got {self.ratio!r}")
+
+    @property
+    def reuses_chunks(self) -> bool:
+        return self.name in ("naive", "legolink", "cacheblend")
+
+    @property
+    def reuses_prefix(self) -> bool:
+        return self.name != "full"
+
+    def label(self) -> str:
+        if self.name == "legolink":
+            return f"legolink-{self.k}"
+        if self.name == "cacheblend":
+            return f"cacheblend-{round(self.ratio * 100)}"
+        return self.name
