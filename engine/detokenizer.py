@@ -1,0 +1,49 @@
+"""Incremental detokenization with stop strings.
+
+Text is re-decoded from all output tokens (so multi-byte characters split across tokens come
+out whole) and emitted as deltas. While a request runs, the last ``len(longest stop) - 1``
+characters are held back, so a stream never emits a prefix of a stop string that is later cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class TextState:
+    emitted: str = ""  # text already handed out
+
+
+class Detokenizer:
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def decode(self, token_ids: list[int]) -> str:
+        if self.tokenizer is None:
+            return ""
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+
+    def step(self, state: TextState, token_ids: list[int], stop: tuple[str, ...],
+             finished: bool) -> tuple[str, bool]:
+        """New text to emit, and whether a stop string ended the request.
+
+        Args:
+            token_ids: all output tokens that belong in the text (stop tokens excluded).
+            finished: the request ends now for another reason (flush everything).
+        """
+        text = self.decode(token_ids)
+        hit = False
+        if stop:
+            search_from = max(0, len(state.emitted) - max(len(s) for s in stop) + 1)
+            cuts = [i for i in (text.find(s, search_from) for s in stop) if i >= 0]
+            if cuts:
+                text, hit = text[: min(cuts)], True
+        if not (finished or hit):
+            if text.endswith("\ufffd"):
+                return "", False  # an incomplete multi-byte character: wait for the next token
+            if stop:
+                text = text[: max(len(state.emitted), len(text) - max(len(s) for s in stop) + 1)]
+        new = text[len(state.emitted):] if text.startswith(state.emitted) else ""
+        state.emitted += new
+        return new, hit
