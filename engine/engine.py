@@ -1,0 +1,253 @@
+"""The engine: one step is schedule -> run -> postprocess.
+
+Synchronous core; ``engine.async_engine.AsyncEngine`` runs it in a background thread for the
+serving layer. Not thread-safe by itself: one thread drives it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+from engine.block_pool import BlockPool
+from engine.chunk_manager import ChunkManager
+from engine.chunk_pool import ChunkPool
+from engine.chunk_source import ChunkSource
+from engine.config import EngineConfig
+from engine.detokenizer import Detokenizer, TextState
+from engine.kv_manager import KVManager
+from engine.loader import load_model
+from engine.model_runner import ModelRunner, StepResult
+from engine.outputs import RequestOutput
+from engine.request import CompileJob, Request
+from engine.sampler import make_generator, sample
+from engine.sampling_params import SamplingParams
+from engine.scheduler import Scheduler
+from engine.segments import LinkPolicy, Segment, prompt_token_ids
+from engine.load import EngineLoad
+from kvstore.keys import ChunkKey, chunk_key
+
+Prompt = str | Sequence[int] | Sequence[Segment]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class Engine:
+    """Generates text for segment prompts, reusing prefix blocks and linked chunk KV."""
+
+    def __init__(self, config: EngineConfig, chunk_source: ChunkSource | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self.clock = clock
+        self.device = torch.device(config.device)
+        self.dtype = DTYPES[config.dtype]
+        loaded = load_model(config.model, self.dtype, self.device, config.skip_tokenizer_init)
+        self.spec, self.tokenizer, self.model_fingerprint = loaded.spec, loaded.tokenizer, loaded.fingerprint
+        self.max_model_len = config.max_model_len or self.spec.max_position_embeddings
+        num_blocks = config.num_blocks or max(1, config.kv_cache_bytes // self._block_bytes())
+        self.block_pool = BlockPool(num_blocks)
+        kv = KVManager(self.block_pool, config.block_size, config.enable_prefix_caching)
+        self.chunk_pool = ChunkPool(config.chunk_pool_bytes)
+        self.chunks = ChunkManager(self.chunk_pool, chunk_source, self.spec.bos_token_id, self.device, self.dtype)
+        self.scheduler = Scheduler(config, kv, self.chunks)
+        self.runner = ModelRunner(loaded.model, num_blocks, config.block_size, config.backend,
+                                  self.device, self.dtype)
+        self.detokenizer = Detokenizer(self.tokenizer)
+        self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
+        self._requests: dict[str, Request] = {}
+        self._text: dict[str, TextState] = {}
+        self._ids = itertools.count()
+
+    def _block_bytes(self) -> int:
+        s = self.spec
+        return s.num_layers * 2 * self.config.block_size * s.num_kv_heads * s.head_dim * self.dtype.itemsize
+
+    # ---- requests -------------------------------------------------------------------------
+
+    def make_request(self, prompt: Prompt, sampling: SamplingParams | None = None,
+                     link_policy: LinkPolicy | None = None, request_id: str | None = None) -> Request:
+        """Validate and tokenize a prompt into a request (no engine state is touched)."""
+        sampling = sampling or SamplingParams()
+        segments = self._segments(prompt)
+        ids = prompt_token_ids(segments)
+        if not ids:
+            raise ValueError("the prompt is empty")
+        bad = [t for t in ids if not 0 <= t < self.spec.vocab_size]
+        if bad:
+            raise ValueError(f"token id {bad[0]} is outside the vocabulary [0, {self.spec.vocab_size})")
+        if len(ids) >= self.max_model_len:
+            raise ValueError(
+                f"the prompt has {len(ids)} tokens; the context is {self.max_model_len} tokens "
+                "and at least one must be left to generate"
+            )
+        total_blocks = self.scheduler.kv.blocks_for(min(len(ids) + sampling.max_tokens, self.max_model_len))
+        if total_blocks > self.block_pool.num_blocks:
+            raise ValueError(
+                f"prompt + max_tokens needs {total_blocks} KV blocks; the pool has {self.block_pool.num_blocks}"
+            )
+        policy = link_policy or self.config.link_policy
+        keys = [chunk_key(self.model_fingerprint, s.token_ids) for s in segments if s.kind == "chunk"]
+        rid = request_id if request_id is not None else f"req-{next(self._ids)}"
+        req = Request(rid, list(segments), ids, sampling, policy, self.clock(), keys, make_generator(sampling))
+        req.stats.prompt_tokens = len(ids)
+        return req
+
+    def _segments(self, prompt: Prompt) -> list[Segment]:
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError("this engine has no tokenizer: send token ids instead of text")
+            return [Segment.text(self.tokenizer.encode(prompt))]
+        items = list(prompt)
+        if all(isinstance(s, Segment) for s in items):
+            return items
+        if all(isinstance(t, int) and not isinstance(t, bool) for t in items):
+            return [Segment.text(items)]
+        raise ValueError("a prompt is a string, a list of token ids, or a list of Segment")
+
+    def submit(self, request: Request) -> None:
+        if request.request_id in self._requests:
+            raise ValueError(f"request id {request.request_id!r} is already in use")
+        self._requests[request.request_id] = request
+        self._text[request.request_id] = TextState()
+        self.scheduler.add(request)
+
+    def add_request(self, prompt: Prompt, sampling: SamplingParams | None = None,
+                    link_policy: LinkPolicy | None = None, request_id: str | None = None) -> str:
+        req = self.make_request(prompt, sampling, link_policy, request_id)
+        self.submit(req)
+        return req.request_id
+
+    def abort(self, request_id: str) -> RequestOutput | None:
+        """Stop a request and free its blocks; None if it is unknown or already finished."""
+        req = self._requests.get(request_id)
+        if req is None:
+            return None
+        req.finish_reason = "abort"
+        self.scheduler.finish(req)
+        return self._output(req, [], "", finished=True)
+
+    def has_unfinished(self) -> bool:
+        return bool(self._requests) or self.scheduler.has_work()
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def step(self) -> list[RequestOutput]:
+        sched = self.scheduler.schedule()
+        for req in sched.linking:
+            self._link(req)
+        if not sched.work:
+            return []
+        result = self.runner.execute(sched.work)
+        for job, kv in result.captured:
+            job.parts.append(kv)
+        for work in sched.work:
+            if isinstance(work.seq, CompileJob) and not work.seq.pending:
+                self.chunks.finish_job(work.seq)
+                self.scheduler.job_done(work.seq)
+        return self._postprocess(result)
+
+    def _link(self, req: Request) -> None:
+        for span in req.plan.linked:
+            kv = self.chunk_pool.get(req.chunk_keys[span.index])
+            self.runner.link(req.block_ids, span, kv)
+        self.chunks.release(req)
+
+    def _postprocess(self, result: StepResult) -> list[RequestOutput]:
+        for rid, n in result.blend_dropped.items():
+            self._requests[rid].stats.recomputed_tokens -= n
+        if result.logits is None:
+            return []
+        reqs = [w.seq for w in result.sampled]
+        tokens, logprobs = sample(result.logits, [r.sampling for r in reqs],
+                                  [r.generator for r in reqs], self.generator)
+        now = self.clock()
+        outputs = []
+        for req, token, logprob in zip(reqs, tokens, logprobs):
+            if not req.output_ids and req.stats.ttft_s is None:
+                req.stats.ttft_s = now - req.arrival_s
+                self.scheduler.kv.publish(req.prompt_ids, req.block_ids, req.plan.exact_len)
+            req.output_ids.append(token)
+            req.logprobs.append(logprob)
+            outputs.append(self._advance(req))
+        return outputs
+
+    def _advance(self, req: Request) -> RequestOutput:
+        """Check stop conditions after a new token and build the request's output."""
+        p = req.sampling
+        token = req.output_ids[-1]
+        stopped_by_token = token in p.stop_token_ids or (not p.ignore_eos and token in self.spec.eos_token_ids)
+        text_ids = req.output_ids[:-1] if stopped_by_token else req.output_ids
+        reason = "stop" if stopped_by_token else None
+        if reason is None and (len(req.output_ids) >= p.max_tokens or req.num_tokens >= self.max_model_len):
+            reason = "length"
+        new_text, stop_hit = self.detokenizer.step(self._text[req.request_id], text_ids, p.stop, reason is not None)
+        if stop_hit:
+            reason = "stop"
+        if reason is not None:
+            req.finish_reason = reason
+            self.scheduler.finish(req)
+        return self._output(req, [token], new_text, finished=reason is not None)
+
+    def _output(self, req: Request, new_ids: list[int], new_text: str, finished: bool) -> RequestOutput:
+        req.stats.completion_tokens = len(req.output_ids)
+        if finished:
+            self._requests.pop(req.request_id, None)
+            state = self._text.pop(req.request_id)
+        else:
+            state = self._text[req.request_id]
+        return RequestOutput(
+            request_id=req.request_id,
+            token_ids=list(req.output_ids),
+            text=state.emitted,
+            new_token_ids=new_ids,
+            new_text=new_text,
+            finished=finished,
+            finish_reason=req.finish_reason if finished else None,
+            stats=req.stats,
+            logprobs=list(req.logprobs) if req.sampling.logprobs else None,
+        )
+
+    # ---- batch conveniences -----------------------------------------------------------------
+
+    def generate(self, prompts: Sequence[Prompt], sampling: SamplingParams | Sequence[SamplingParams] | None = None,
+                 link_policy: LinkPolicy | None = None) -> list[RequestOutput]:
+        """Run prompts to completion together (continuous batching) and return final outputs."""
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+            raise ValueError("generate takes a list of prompts; wrap a single prompt in a list")
+        params = list(sampling) if isinstance(sampling, (list, tuple)) else [sampling] * len(prompts)
+        if len(params) != len(prompts):
+            raise ValueError(f"{len(params)} sampling params for {len(prompts)} prompts")
+        reqs = [self.make_request(p, s, link_policy) for p, s in zip(prompts, params)]
+        for req in reqs:
+            self.submit(req)
+        final: dict[str, RequestOutput] = {}
+        while len(final) < len(reqs):
+            for out in self.step():
+                if out.finished:
+                    final[out.request_id] = out
+        return [final[r.request_id] for r in reqs]
+
+    def compile_chunks(self, token_id_lists: Sequence[Sequence[int]]) -> list[ChunkKey]:
+        """Compile chunks (if not already resident) into the pool and the chunk source."""
+        keys = []
+        for ids in token_id_lists:
+            if not ids:
+                raise ValueError("a chunk needs at least one token")
+            key = chunk_key(self.model_fingerprint, ids)
+            self.chunks.compile_only(key, tuple(int(t) for t in ids))
+            keys.append(key)
+        while any(k in self.chunks.jobs for k in keys):
+            self.step()
+        return keys
+
+    def load(self) -> EngineLoad:
+        s = self.scheduler
+        return EngineLoad(
+            num_waiting=len(s.waiting),
+            num_running=len(s.running),
+            running_tokens=sum(r.num_tokens for r in s.running),
+            free_blocks=self.block_pool.num_free,
+            total_blocks=self.block_pool.num_blocks,
+        )
