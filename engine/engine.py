@@ -128,6 +128,10 @@ class Engine:
         self.scheduler.finish(req)
         return self._output(req, [], "", finished=True)
 
+    def request_ids(self) -> list[str]:
+        """Ids of the requests not finished yet."""
+        return list(self._requests)
+
     def has_unfinished(self) -> bool:
         return bool(self._requests) or self.scheduler.has_work()
 

@@ -1,0 +1,160 @@
+"""asyncio front of the engine: the step loop runs in one background thread.
+
+Callers never wait on a step: requests and aborts go through a thread-safe inbox that the engine
+thread drains between steps, and outputs come back to each caller's event loop through
+``call_soon_threadsafe``. Validation and tokenization happen in the caller's thread, so a bad
+request raises ``ValueError`` at once without touching the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from engine.engine import Engine, Prompt
+from engine.load import EngineLoad
+from engine.outputs import RequestOutput
+from engine.request import Request
+from engine.sampling_params import SamplingParams
+from engine.segments import LinkPolicy
+from kvstore.keys import ChunkKey
+
+logger = logging.getLogger(__name__)
+
+
+class EngineError(RuntimeError):
+    """The engine failed while running a request (the request is aborted; the engine goes on)."""
+
+
+@dataclass(slots=True)
+class _Stream:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+
+
+class AsyncEngine:
+    """Owns an :class:`Engine` and the thread that drives it."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._streams: dict[str, _Stream] = {}
+        self._stopped = False
+        self._load = engine.load()
+        self._thread = threading.Thread(target=self._run, name="epic-engine", daemon=True)
+        self._thread.start()
+
+    # ---- caller side ------------------------------------------------------------------------
+
+    async def add_request(self, prompt: Prompt, sampling: SamplingParams | None = None,
+                          link_policy: LinkPolicy | None = None,
+                          request_id: str | None = None) -> AsyncIterator[RequestOutput]:
+        """Submit a request and yield its outputs as tokens arrive (the last has ``finished``).
+
+        Raises ``ValueError`` for a bad request before anything is queued. Leaving the loop early
+        (or the consumer being cancelled) aborts the request and frees its KV blocks.
+        """
+        req = self.engine.make_request(prompt, sampling, link_policy, request_id)
+        return self._stream(req)
+
+    async def _stream(self, req: Request) -> AsyncIterator[RequestOutput]:
+        stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
+        self._streams[req.request_id] = stream
+        self._post(lambda: self._submit(req))
+        finished = False
+        try:
+            while not finished:
+                item = await stream.queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                finished = item.finished
+                yield item
+        finally:
+            self._streams.pop(req.request_id, None)
+            if not finished:
+                self.abort(req.request_id)
+
+    def abort(self, request_id: str) -> None:
+        self._post(lambda: self.engine.abort(request_id))
+
+    async def compile_chunks(self, token_id_lists: list[list[int]]) -> list[ChunkKey]:
+        """Compile chunks on the engine thread (between steps) and return their keys."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future = loop.create_future()
+
+        def job() -> None:
+            try:
+                keys = self.engine.compile_chunks(token_id_lists)
+            except Exception as exc:  # reported to the caller, not swallowed
+                loop.call_soon_threadsafe(done.set_exception, exc)
+            else:
+                loop.call_soon_threadsafe(done.set_result, keys)
+
+        self._post(job)
+        return await done
+
+    def load(self) -> EngineLoad:
+        """The load as of the last step (read without waiting for the engine thread)."""
+        return self._load
+
+    def shutdown(self) -> None:
+        self._stopped = True
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    def _post(self, fn: Callable[[], None]) -> None:
+        self._inbox.put(fn)
+        self._wake.set()
+
+    # ---- engine thread ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._drain_inbox()
+            if not self.engine.has_unfinished():
+                self._load = self.engine.load()
+                self._wake.wait()
+                self._wake.clear()
+                continue
+            try:
+                outputs = self.engine.step()
+            except Exception as exc:
+                logger.exception("engine step failed; aborting the running requests")
+                self._fail_all(exc)
+                continue
+            self._load = self.engine.load()
+            for out in outputs:
+                self._deliver(out.request_id, out)
+
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                fn = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                fn()
+            except Exception as exc:
+                logger.exception("engine call failed; aborting the running requests")
+                self._fail_all(exc)
+
+    def _submit(self, req: Request) -> None:
+        try:
+            self.engine.submit(req)
+        except ValueError as exc:  # e.g. a request id already in use: that caller's error only
+            self._deliver(req.request_id, exc)
+
+    def _deliver(self, request_id: str, item: RequestOutput | BaseException) -> None:
+        stream = self._streams.get(request_id)
+        if stream is not None:
+            stream.loop.call_soon_threadsafe(stream.queue.put_nowait, item)
+
+    def _fail_all(self, exc: Exception) -> None:
+        for request_id in self.engine.request_ids():
+            self.engine.abort(request_id)
+            self._deliver(request_id, EngineError(f"engine failure: {exc}"))
