@@ -1,0 +1,30 @@
+"""Engine test fixtures: tiny random-weight Hugging Face models of every supported variant,
+written with ``transformers.save_pretrained``, and the stories260K llama2.c model converted to
+a Hugging Face directory. All session-scoped: built once, read by many tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tiny_hf_models import VARIANTS, build_hf_model
+
+
+@pytest.fixture(scope="session")
+def hf_model_dirs(tmp_path_factory) -> dict[str, Path]:
+    """variant name -> a saved Hugging Face directory (config.json, generation_config.json,
+    model.safetensors; no tokenizer)."""
+    root = tmp_path_factory.mktemp("hf-models")
+    dirs = {}
+    for variant in VARIANTS:
+        build_hf_model(variant).save_pretrained(root / variant)
+        dirs[variant] = root / variant
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def stories260k_dir(stories260k_bin, tmp_path_factory) -> Path:
+    """stories260K converted to a Hugging Face Llama directory (no tokenizer)."""
+    from engine.llama2c import convert_llama2c
+
+    return convert_llama2c(stories260k_bin, tmp_path_factory.mktemp("stories260k"))
