@@ -1,0 +1,247 @@
+"""Train epic-tiny: tokenizer, Llama model and Hugging Face directory, from a seed.
+
+    python -m infra.model.train --out models/epic-tiny --seed 0 --steps 2600
+
+Data are generated on the fly (train-split entity names only; validation uses held-out
+names). Every prompt starts with BOS at position 0 and holds 3-6 documents in random order,
+each tokenized on its own (infra.model.prompt). The loss is cross-entropy on every next
+token, weighted 1 on the answer and EOS and ``--context-weight`` on the prompt.
+
+Every ``--eval-every-min`` minutes the model is scored on a validation set; the best model so
+far is written to ``--out`` (config, safetensors, tokenizer, generation config), together
+with the training log and the loss curve. Runs on CPU (or CUDA when ``--device cuda``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+from infra.model.data import Generator
+from infra.model.prompt import SYSTEM_LINE, answer_ids, answer_text, build_prompt, document_text, question_text
+from infra.model.qa import exact_match_accuracy
+from infra.model.tokenizer import train_tokenizer
+
+LOG_NAME = "training_log.jsonl"
+CURVE_NAME = "loss_curve.png"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_tokenizer(args: argparse.Namespace):
+    gen = Generator(args.seed + 1, "train", args.two_hop_fraction)
+    texts = [SYSTEM_LINE]
+    for ex in gen.examples(args.tokenizer_examples):
+        texts += [document_text(d) for d in ex.documents]
+        texts += [question_text(ex.question), answer_text(ex.answer)]
+    return train_tokenizer(texts, args.vocab_size)
+
+
+def build_model(args: argparse.Namespace, tokenizer) -> LlamaForCausalLM:
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=args.hidden,
+        intermediate_size=args.intermediate,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
+        max_position_embeddings=args.context,
+        rope_theta=10000.0,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        attn_implementation="sdpa",
+    )
+    return LlamaForCausalLM(config)
+
+
+def make_batches(gen: Generator, tokenizer, batch_size: int, context_weight: float, group: int = 4):
+    """``group`` right-padded batches of similar length (less padding), in random order.
+
+    Each batch is ``input_ids [B, T]``, next-token ``targets [B, T]`` and loss ``weights [B, T]``.
+    """
+    rows = []
+    for ex in gen.examples(batch_size * group):
+        prompt = build_prompt(tokenizer, ex.documents, ex.question).flat()
+        target = answer_ids(tokenizer, ex.answer)
+        # weight[i] scores predicting token i+1 from tokens <= i.
+        rows.append((prompt + target, [context_weight] * (len(prompt) - 1) + [1.0] * len(target)))
+    rows.sort(key=lambda r: len(r[0]))
+    batches = []
+    for b in range(group):
+        part = rows[b * batch_size : (b + 1) * batch_size]
+        width = max(len(ids) for ids, _ in part)
+        input_ids = torch.full((batch_size, width), tokenizer.pad_token_id, dtype=torch.long)
+        targets = torch.full((batch_size, width), tokenizer.pad_token_id, dtype=torch.long)
+        weights = torch.zeros((batch_size, width), dtype=torch.float32)
+        for i, (ids, w) in enumerate(part):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            targets[i, : len(ids) - 1] = torch.tensor(ids[1:])
+            weights[i, : len(w)] = torch.tensor(w)
+        batches.append((input_ids, targets, weights))
+    gen.rng.shuffle(batches)
+    return batches
+
+
+def lr_at(step: int, args: argparse.Namespace) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    progress = (step - args.warmup) / max(1, args.steps - args.warmup)
+    return args.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def plot_loss(log: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [r for r in log if "loss" in r]
+    val = [r for r in log if "val_accuracy" in r]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["step"] for r in train], [r["loss"] for r in train], label="weighted loss", lw=1)
+    ax.plot([r["step"] for r in train], [r["answer_loss"] for r in train], label="answer loss", lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats)")
+    ax.set_yscale("log")
+    if val:
+        ax2 = ax.twinx()
+        ax2.plot([r["step"] for r in val], [r["val_accuracy"] for r in val], "k.-", label="val exact match")
+        ax2.set_ylabel("validation exact match")
+        ax2.set_ylim(0, 1)
+        ax2.legend(loc="center right")
+    ax.legend(loc="upper right")
+    ax.set_title("epic-tiny training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save(model, tokenizer, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
+        max_new_tokens=16,
+    ).save_pretrained(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path("models/epic-tiny"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=2600)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--context-weight", type=float, default=0.2)
+    p.add_argument("--two-hop-fraction", type=float, default=0.2)
+    p.add_argument("--vocab-size", type=int, default=3072)
+    p.add_argument("--tokenizer-examples", type=int, default=20000)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--intermediate", type=int, default=768)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--kv-heads", type=int, default=2)
+    p.add_argument("--context", type=int, default=2048, help="max_position_embeddings")
+    p.add_argument("--eval-every-min", type=float, default=10.0)
+    p.add_argument("--val-n", type=int, default=100)
+    p.add_argument("--log-every", type=int, default=25)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    out: Path = args.out
+    tokenizer = build_tokenizer(args)
+    model = build_model(args, tokenizer).to(args.device)
+    num_params = sum(t.numel() for t in model.parameters())
+    decay = [t for n, t in model.named_parameters() if t.dim() >= 2]
+    no_decay = [t for n, t in model.named_parameters() if t.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.95))
+    train_gen = Generator(args.seed, "train", args.two_hop_fraction)
+    val_set = Generator(args.seed + 1000, "heldout", 0.1).examples(args.val_n)
+
+    out.mkdir(parents=True, exist_ok=True)
+    header = {"args": {k: str(v) for k, v in vars(args).items()}, "num_params": num_params,
+              "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
+              "threads": torch.get_num_threads()}
+    log: list[dict] = [header]
+    (out / LOG_NAME).write_text(json.dumps(header) + "\n")
+    start = last_eval = time.time()
+    tokens, best = 0, -1.0
+    run_loss = run_answer = 0.0
+    queue: list = []
+    for step in range(args.steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, args)
+        if not queue:
+            queue = make_batches(train_gen, tokenizer, args.batch_size, args.context_weight)
+        input_ids, targets, weights = queue.pop()
+        input_ids, targets, weights = (t.to(args.device) for t in (input_ids, targets, weights))
+        logits = model(input_ids=input_ids).logits  # [B, T, V]
+        ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+        ce = ce.view_as(weights)
+        loss = (ce * weights).sum() / weights.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        tokens += int((weights > 0).sum())
+        answer_mask = weights == 1.0
+        run_loss += loss.item()
+        run_answer += (ce[answer_mask].mean()).item()
+        last = step == args.steps - 1
+        if (step + 1) % args.log_every == 0 or last:
+            n = (step % args.log_every) + 1
+            rec = {"step": step + 1, "loss": run_loss / n, "answer_loss": run_answer / n,
+                   "lr": lr_at(step, args), "tokens": tokens, "elapsed_s": time.time() - start}
+            run_loss = run_answer = 0.0
+            log.append(rec)
+            with (out / LOG_NAME).open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+            print(json.dumps(rec), flush=True)
+        if last or time.time() - last_eval >= args.eval_every_min * 60:
+            model.eval()
+            acc = exact_match_accuracy(model, tokenizer, val_set)
+            model.train()
+            last_eval = time.time()
+            rec = {"step": step + 1, "val_accuracy": acc["all"], "val": acc,
+                   "elapsed_s": time.time() - start, "tokens": tokens}
+            log.append(rec)
+            if acc["all"] > best:
+                best = acc["all"]
+                save(model, tokenizer, out)
+                rec["saved"] = True
+            with (out / LOG_NAME).open("a") as f:
+                f.write(json.dumps(rec) + "\n")
+            plot_loss(log, out / CURVE_NAME)
+            print(json.dumps(rec), flush=True)
+
+
+if __name__ == "__main__":
+    main()
