@@ -1,0 +1,181 @@
+"""Chunk-residency index: which replica holds which chunk keys, and in which tier.
+
+Two sources write it, with different authority:
+
+- **routing decisions** (:meth:`ChunkResidencyIndex.record_decision`): the moment a request
+  is routed, its chunks will be on the chosen replica's device; learned at once so the next
+  request sharing them follows, long before the replica's stats say so;
+- **replica stats** (:meth:`ChunkResidencyIndex.apply_stats`): the replica's own account,
+  authoritative but up to one stats period old. A complete stats record drops what the
+  replica no longer holds, except keys learned from decisions within ``decision_grace_s``
+  (the stats may predate them).
+
+Per replica the entries form an LRU of at most ``max_keys_per_replica`` keys, so the index
+cannot grow without bound. Keys are stored in their short form (:func:`router.stats.short_key`).
+
+    replica "a": OrderedDict{ short_key -> _Entry(tier, learned_at) }   oldest ... newest
+    holders:     { short_key -> number of replicas holding it }          (the cluster tier)
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+from router.hint import RoutingHint
+from router.stats import ReplicaStats, short_key
+
+LocalTier = Literal["gpu", "host"]
+
+
+class TierTokens(NamedTuple):
+    """A request's tokens a replica already holds, by tier.
+
+    ``cluster`` counts tokens the replica does not hold itself but another replica does (their
+    KV is in the cluster store and fetched rather than computed).
+    """
+
+    gpu: int = 0
+    host: int = 0
+    cluster: int = 0
+
+    @property
+    def local(self) -> int:
+        """Tokens held by the replica itself (device + host memory)."""
+        return self.gpu + self.host
+
+
+@dataclass(slots=True)
+class _Entry:
+    tier: LocalTier
+    # When a routing decision taught us this entry; None once a replica's stats confirmed it.
+    learned_at: float | None
+
+
+class ChunkResidencyIndex:
+    """Per replica, the chunk keys it holds by tier (bounded LRU per replica).
+
+    Args:
+        max_keys_per_replica: most keys remembered per replica (least recently used go first).
+        decision_grace_s: how long a key learned from a decision survives stats that omit it.
+        clock: monotonic time source in seconds (injected for deterministic tests).
+    """
+
+    def __init__(
+        self,
+        max_keys_per_replica: int = 8192,
+        decision_grace_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_keys_per_replica < 1:
+            raise ValueError(f"max_keys_per_replica must be >= 1, got {max_keys_per_replica}")
+        if decision_grace_s < 0:
+            raise ValueError(f"decision_grace_s must be >= 0, got {decision_grace_s}")
+        self._max_keys = max_keys_per_replica
+        self._grace_s = decision_grace_s
+        self._clock = clock
+        self._replicas: dict[str, OrderedDict[str, _Entry]] = {}
+        self._holders: dict[str, int] = {}
+
+    def replica_ids(self) -> list[str]:
+        """Replicas the index knows anything about."""
+        return list(self._replicas)
+
+    def num_keys(self, replica_id: str) -> int:
+        """Keys remembered for one replica."""
+        return len(self._replicas.get(replica_id, ()))
+
+    def tier_of(self, replica_id: str, key: str) -> LocalTier | None:
+        """The tier a replica holds ``key`` in, or None."""
+        entry = self._replicas.get(replica_id, {}).get(short_key(key))
+        return entry.tier if entry is not None else None
+
+    def record_decision(self, replica_id: str, hint: RoutingHint) -> None:
+        """Learn that ``replica_id`` will hold the hint's spans on device (it was routed there)."""
+        now = self._clock()
+        entries = self._entries(replica_id)
+        for key, _ in hint.spans():
+            self._put(entries, short_key(key), _Entry("gpu", now))
+        self._evict(entries)
+
+    def apply_stats(self, replica_id: str, stats: ReplicaStats) -> None:
+        """Correct one replica's entries from its published stats (see the module docstring)."""
+        if not stats.reported:
+            return
+        now = self._clock()
+        entries = self._entries(replica_id)
+        listed: set[str] = set()
+        # Lists are most-recent-first; insert oldest first so the LRU order matches, and device
+        # keys last so a key listed in both tiers ends up "gpu".
+        for tier, keys in (("host", stats.host_keys), ("gpu", stats.gpu_keys)):
+            for key in reversed(keys):
+                listed.add(key)
+                entry = entries.get(key)
+                if entry is not None and self._is_recent(entry, now):
+                    entries.move_to_end(key)
+                    continue
+                self._put(entries, key, _Entry(tier, None))
+        if stats.complete:
+            gone = [k for k, e in entries.items() if k not in listed and not self._is_recent(e, now)]
+            for key in gone:
+                self._drop(entries, key)
+        self._evict(entries)
+
+    def remove_replica(self, replica_id: str) -> None:
+        """Forget a replica (it died or was scaled down)."""
+        for key in self._replicas.pop(replica_id, {}):
+            self._release_holder(key)
+
+    def retain_replicas(self, replica_ids: Iterable[str]) -> None:
+        """Forget every replica not in ``replica_ids``."""
+        keep = set(replica_ids)
+        for replica_id in [r for r in self._replicas if r not in keep]:
+            self.remove_replica(replica_id)
+
+    def held_tokens(self, replica_id: str, hint: RoutingHint) -> TierTokens:
+        """The hint's tokens ``replica_id`` holds, by tier (read-only: LRU order unchanged)."""
+        entries = self._replicas.get(replica_id, {})
+        gpu = host = cluster = 0
+        for key, num_tokens in hint.spans():
+            key = short_key(key)
+            entry = entries.get(key)
+            if entry is None:
+                if self._holders.get(key, 0) > 0:
+                    cluster += num_tokens
+            elif entry.tier == "gpu":
+                gpu += num_tokens
+            else:
+                host += num_tokens
+        return TierTokens(gpu, host, cluster)
+
+    def _entries(self, replica_id: str) -> OrderedDict[str, _Entry]:
+        return self._replicas.setdefault(replica_id, OrderedDict())
+
+    def _is_recent(self, entry: _Entry, now: float) -> bool:
+        return entry.learned_at is not None and now - entry.learned_at <= self._grace_s
+
+    def _put(self, entries: OrderedDict[str, _Entry], key: str, entry: _Entry) -> None:
+        if key not in entries:
+            self._holders[key] = self._holders.get(key, 0) + 1
+        entries[key] = entry
+        entries.move_to_end(key)
+
+    def _drop(self, entries: OrderedDict[str, _Entry], key: str) -> None:
+        del entries[key]
+        self._release_holder(key)
+
+    def _evict(self, entries: OrderedDict[str, _Entry]) -> None:
+        while len(entries) > self._max_keys:
+            key, _ = entries.popitem(last=False)
+            self._release_holder(key)
+
+    def _release_holder(self, key: str) -> None:
+        count = self._holders[key] - 1
+        assert count >= 0, f"holder count of {key} went negative"
+        if count:
+            self._holders[key] = count
+        else:
+            del self._holders[key]

@@ -1,0 +1,96 @@
+"""ChunkResidencyIndex: learns from decisions, corrected by stats, bounded."""
+
+from router.hint import RoutingHint
+from router.index import ChunkResidencyIndex, TierTokens
+from router.stats import ReplicaStats, make_routing_stats
+
+
+def key(i: int) -> str:
+    return f"{i:016x}" * 2
+
+
+def hint(*chunks: tuple[int, int], prefix: tuple[int, int] | None = None) -> RoutingHint:
+    keys = tuple(key(i) for i, _ in chunks)
+    tokens = tuple(n for _, n in chunks)
+    prefix_key, prefix_tokens = (key(prefix[0]), prefix[1]) if prefix else (None, 0)
+    return RoutingHint(chunk_keys=keys, chunk_tokens=tokens, prefix_key=prefix_key,
+                       prefix_tokens=prefix_tokens, total_tokens=sum(tokens) + prefix_tokens + 5)
+
+
+def stats(gpu=(), host=(), cap=1024) -> ReplicaStats:
+    return ReplicaStats.from_dict(make_routing_stats(
+        queue_len=0, running_tokens=0, free_blocks=0, total_blocks=0,
+        gpu_keys=[key(i) for i in gpu], host_keys=[key(i) for i in host], max_keys_per_tier=cap))
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_decision_is_learned_at_once_and_others_see_it_as_cluster():
+    index = ChunkResidencyIndex(clock=FakeClock())
+    index.record_decision("a", hint((1, 100), (2, 50), prefix=(9, 20)))
+    request = hint((2, 50), (3, 30), prefix=(9, 20))
+    assert index.held_tokens("a", request) == TierTokens(gpu=70, host=0, cluster=0)
+    assert index.held_tokens("b", request) == TierTokens(gpu=0, host=0, cluster=70)
+    assert index.held_tokens("a", request).local == 70
+
+
+def test_stats_set_tiers_and_drop_what_the_replica_evicted():
+    clock = FakeClock()
+    index = ChunkResidencyIndex(decision_grace_s=5.0, clock=clock)
+    index.record_decision("a", hint((1, 10), (2, 10)))
+    index.apply_stats("a", stats(gpu=[3], host=[2]))
+    # Key 1 and 2 were learned a moment ago: stats that may predate the decision keep them.
+    assert [index.tier_of("a", key(i)) for i in (1, 2, 3)] == ["gpu", "gpu", "gpu"]
+    clock.now += 6.0
+    index.apply_stats("a", stats(gpu=[3], host=[2]))
+    assert [index.tier_of("a", key(i)) for i in (1, 2, 3)] == [None, "host", "gpu"]
+    assert index.held_tokens("a", hint((1, 10), (2, 10), (3, 7))) == TierTokens(7, 10, 0)
+    # A key known only from stats goes as soon as a complete record omits it.
+    index.apply_stats("a", stats(gpu=[], host=[2]))
+    assert index.tier_of("a", key(3)) is None and index.num_keys("a") == 1
+
+
+def test_capped_stats_upgrade_but_never_drop():
+    clock = FakeClock()
+    index = ChunkResidencyIndex(decision_grace_s=0.0, clock=clock)
+    index.record_decision("a", hint((1, 10), (2, 10)))
+    clock.now += 1.0
+    index.apply_stats("a", stats(host=[5, 6, 7], cap=2))  # lists 5 and 6, counts 3
+    assert [index.tier_of("a", key(i)) for i in (1, 2, 5, 6, 7)] == ["gpu", "gpu", "host", "host", None]
+
+
+def test_unreported_stats_change_nothing():
+    index = ChunkResidencyIndex(decision_grace_s=0.0, clock=FakeClock())
+    index.record_decision("a", hint((1, 10)))
+    index.apply_stats("a", ReplicaStats.from_dict({}))
+    assert index.tier_of("a", key(1)) == "gpu"
+
+
+def test_index_is_bounded_per_replica_and_evicts_least_recent():
+    index = ChunkResidencyIndex(max_keys_per_replica=3, clock=FakeClock())
+    for i in range(10):
+        index.record_decision("a", hint((i, 1)))
+    index.record_decision("a", hint((7, 1)))  # refresh 7
+    index.record_decision("a", hint((10, 1)))
+    assert index.num_keys("a") == 3
+    assert [i for i in range(11) if index.tier_of("a", key(i))] == [7, 9, 10]
+    # Evicted keys no longer count as held anywhere (cluster tier included).
+    assert index.held_tokens("b", hint((0, 5), (9, 4))) == TierTokens(0, 0, 4)
+
+
+def test_removing_a_replica_releases_its_keys():
+    index = ChunkResidencyIndex(clock=FakeClock())
+    index.record_decision("a", hint((1, 10)))
+    index.record_decision("b", hint((1, 10), (2, 5)))
+    index.remove_replica("b")
+    assert index.replica_ids() == ["a"]
+    assert index.held_tokens("c", hint((1, 10), (2, 5))) == TierTokens(0, 0, 10)
+    index.retain_replicas(["c"])
+    assert index.replica_ids() == []
+    assert index.held_tokens("c", hint((1, 10))) == TierTokens(0, 0, 0)
