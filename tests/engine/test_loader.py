@@ -55,6 +55,7 @@ def test_spec_of_each_variant(hf_model_dirs):
         assert (spec.vocab_size, spec.hidden_size, spec.bos_token_id, spec.eos_token_ids) == (300, 64, 1, (2,))
 
 
+@pytest.mark.filterwarnings("ignore:`rope_scaling` is deprecated:FutureWarning")
 def test_rope_theta_from_old_and_new_config_layouts():
     from transformers import LlamaConfig
 
