@@ -44,7 +44,6 @@ class ChunkManager:
                 if count_stats:
                     stats.compiled_tokens += len(ids)
                 continue
-            self.pool.pin(key)
             request.pinned.append(key)
             if count_stats:
                 stats.chunk_hit_tokens += len(ids)
@@ -52,14 +51,16 @@ class ChunkManager:
         request.chunks_resolved = True
 
     def _find(self, key: ChunkKey) -> str | None:
+        """The tier a chunk was found in, pinned in the pool for the caller; None: compile it."""
         if key in self.jobs:
             return None
         if key in self.pool:
+            self.pool.pin(key)
             return POOL_TIER
         hit = self.source.get_chunk(key) if self.source is not None else None
         if hit is None:
             return None
-        self.pool.put(key, hit.kv.to(device=self.device, dtype=self.dtype))
+        self.pool.put(key, hit.kv.to(device=self.device, dtype=self.dtype), pins=1)
         return hit.tier
 
     def _start_job(self, key: ChunkKey, ids: tuple[int, ...]) -> CompileJob:
@@ -84,9 +85,9 @@ class ChunkManager:
         kv = torch.cat(job.parts, dim=2)  # [num_layers, 2, num_chunk_tokens, Hkv, D]
         job.parts.clear()
         del self.jobs[job.key]
-        self.pool.put(job.key, kv)
-        for request in self._waiters.pop(job.key, []):
-            self.pool.pin(job.key)
+        waiters = self._waiters.pop(job.key, [])
+        self.pool.put(job.key, kv, pins=len(waiters))
+        for request in waiters:
             request.pinned.append(job.key)
         if self.source is not None:
             self.source.put_chunk(job.key, kv if kv.device.type == "cpu" else kv.cpu())

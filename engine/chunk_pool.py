@@ -39,12 +39,15 @@ class ChunkPool:
             self._entries.move_to_end(key)
         return kv
 
-    def put(self, key: ChunkKey, kv: torch.Tensor) -> None:
+    def put(self, key: ChunkKey, kv: torch.Tensor, pins: int = 0) -> None:
+        """Make a chunk resident, taking ``pins`` pins on it before anything is evicted."""
         if key in self._entries:
             self._entries.move_to_end(key)
-            return
-        self._entries[key] = kv
-        self.used_bytes += kv.numel() * kv.element_size()
+        else:
+            self._entries[key] = kv
+            self.used_bytes += kv.numel() * kv.element_size()
+        for _ in range(pins):
+            self.pin(key)
         self._evict()
 
     def pin(self, key: ChunkKey) -> None:
