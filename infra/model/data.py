@@ -209,6 +209,18 @@ class Generator:
     # -- examples -----------------------------------------------------------------------
     def example(self) -> Example:
         """3-6 documents, exactly one (or two for two-hop) of which answer the question."""
+        return self._sample()[0]
+
+    def example_with_extras(self, num_extra: int) -> tuple[Example, list[tuple[str, str]]]:
+        """An example plus up to ``num_extra`` more single-hop (question, answer) pairs about
+        other facts in the same documents (more supervision per prompt in training)."""
+        ex, entities = self._sample()
+        facts = [(e, a) for e in entities for a in e.facts
+                 if not (e.name == ex.entity and ATTRIBUTES[a][2].format(e=e.name) == ex.question)]
+        picked = self.rng.sample(facts, min(num_extra, len(facts)))
+        return ex, [(ATTRIBUTES[a][2].format(e=e.name), e.facts[a]) for e, a in picked]
+
+    def _sample(self) -> tuple[Example, list[Entity]]:
         rng = self.rng
         if rng.random() < self.two_hop_fraction:
             (relation, attribute), template = rng.choice(sorted(TWO_HOP.items()))
@@ -230,6 +242,7 @@ class Generator:
         num_docs = rng.randint(3, 6)
         gold_names = {e.name for e in gold}
         docs: list[tuple[str, bool]] = [(self.document(e), True) for e in gold]
+        entities = list(gold)
         while len(docs) < num_docs:
             if rng.random() < 0.15:
                 docs.append((self.generic_document(), False))
@@ -239,8 +252,9 @@ class Generator:
             if other.name in gold_names or any(v in gold_names for v in other.facts.values()):
                 continue  # keep every gold fact stated in exactly one document
             docs.append((self.document(other), False))
+            entities.append(other)
         rng.shuffle(docs)
-        return Example(
+        example = Example(
             documents=[d for d, _ in docs],
             question=question,
             answer=answer,
@@ -248,6 +262,7 @@ class Generator:
             answer_documents=[i for i, (_, g) in enumerate(docs) if g],
             entity=gold[0].name,
         )
+        return example, entities
 
     def examples(self, n: int) -> list[Example]:
         return [self.example() for _ in range(n)]

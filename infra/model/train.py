@@ -1,11 +1,12 @@
 """Train epic-tiny: tokenizer, Llama model and Hugging Face directory, from a seed.
 
-    python -m infra.model.train --out models/epic-tiny --seed 0 --steps 2600
+    python -m infra.model.train --out models/epic-tiny --seed 0 --steps 1500
 
 Data are generated on the fly (train-split entity names only; validation uses held-out
 names). Every prompt starts with BOS at position 0 and holds 3-6 documents in random order,
-each tokenized on its own (infra.model.prompt). The loss is cross-entropy on every next
-token, weighted 1 on the answer and EOS and ``--context-weight`` on the prompt.
+each tokenized on its own (infra.model.prompt); after the first answer, ``--extra-questions``
+more question/answer turns about the same documents follow. The loss is cross-entropy on
+every next token, weighted 1 on answers and EOS and ``--context-weight`` elsewhere.
 
 Every ``--eval-every-min`` minutes the model is scored on a validation set; the best model so
 far is written to ``--out`` (config, safetensors, tokenizer, generation config), together
@@ -70,17 +71,40 @@ def build_model(args: argparse.Namespace, tokenizer) -> LlamaForCausalLM:
     return LlamaForCausalLM(config)
 
 
-def make_batches(gen: Generator, tokenizer, batch_size: int, context_weight: float, group: int = 4):
+def training_row(gen: Generator, tokenizer, extra_questions: int, context_weight: float):
+    """One training sequence and its per-position loss weights.
+
+    The prompt is exactly what serving sees; after the answer and EOS, further questions
+    about the same documents follow, each with its answer and EOS (more supervised answer
+    tokens per prompt token)::
+
+        [BOS][system][doc]...[doc][Question: q1\nAnswer:][ a1][EOS][Question: q2\nAnswer:][ a2][EOS]...
+
+    ``weights[i]`` scores predicting token i+1: 1 on answer tokens and EOS, ``context_weight``
+    elsewhere.
+    """
+    ex, extras = gen.example_with_extras(extra_questions)
+    ids = build_prompt(tokenizer, ex.documents, ex.question).flat()
+    weights = [context_weight] * (len(ids) - 1)
+    target = answer_ids(tokenizer, ex.answer)
+    ids, weights = ids + target, weights + [1.0] * len(target)
+    for question, answer in extras:
+        q_ids = tokenizer(question_text(question), add_special_tokens=False)["input_ids"]
+        target = answer_ids(tokenizer, answer)
+        # The first question token follows EOS; predicting it carries no information.
+        weights += [0.0] + [context_weight] * (len(q_ids) - 1) + [1.0] * len(target)
+        ids += q_ids + target
+    return ids, weights
+
+
+def make_batches(gen: Generator, tokenizer, args: argparse.Namespace, group: int = 4):
     """``group`` right-padded batches of similar length (less padding), in random order.
 
     Each batch is ``input_ids [B, T]``, next-token ``targets [B, T]`` and loss ``weights [B, T]``.
     """
-    rows = []
-    for ex in gen.examples(batch_size * group):
-        prompt = build_prompt(tokenizer, ex.documents, ex.question).flat()
-        target = answer_ids(tokenizer, ex.answer)
-        # weight[i] scores predicting token i+1 from tokens <= i.
-        rows.append((prompt + target, [context_weight] * (len(prompt) - 1) + [1.0] * len(target)))
+    batch_size = args.batch_size
+    rows = [training_row(gen, tokenizer, args.extra_questions, args.context_weight)
+            for _ in range(batch_size * group)]
     rows.sort(key=lambda r: len(r[0]))
     batches = []
     for b in range(group):
@@ -150,12 +174,14 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("models/epic-tiny"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=2600)
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--context-weight", type=float, default=0.2)
+    p.add_argument("--extra-questions", type=int, default=3,
+                   help="further QA pairs about the same documents after the first answer")
     p.add_argument("--two-hop-fraction", type=float, default=0.2)
     p.add_argument("--vocab-size", type=int, default=3072)
     p.add_argument("--tokenizer-examples", type=int, default=20000)
@@ -200,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, args)
         if not queue:
-            queue = make_batches(train_gen, tokenizer, args.batch_size, args.context_weight)
+            queue = make_batches(train_gen, tokenizer, args)
         input_ids, targets, weights = queue.pop()
         input_ids, targets, weights = (t.to(args.device) for t in (input_ids, targets, weights))
         logits = model(input_ids=input_ids).logits  # [B, T, V]
