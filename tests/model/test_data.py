@@ -62,7 +62,7 @@ def test_extra_training_questions_are_about_facts_of_the_same_documents():
     gen = Generator(9, "train", two_hop_fraction=0.2)
     for _ in range(100):
         ex, extras = gen.example_with_extras(3)
-        assert len(extras) == 3
+        assert 1 <= len(extras) <= 3
         for question, answer in extras:
             assert question != ex.question
             holders = [d for d in ex.documents if re.search(rf"\b{re.escape(answer)}\b", d)]
