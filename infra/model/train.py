@@ -1,6 +1,6 @@
 """Train epic-tiny: tokenizer, Llama model and Hugging Face directory, from a seed.
 
-    python -m infra.model.train --out models/epic-tiny --seed 0 --steps 1500
+    python -m infra.model.train --out models/epic-tiny --seed 0 --steps 1400
 
 Data are generated on the fly (train-split entity names only; validation uses held-out
 names). Every prompt starts with BOS at position 0 and holds 3-6 documents in random order,
@@ -174,13 +174,13 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("models/epic-tiny"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--steps", type=int, default=1400)
+    p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--context-weight", type=float, default=0.2)
-    p.add_argument("--extra-questions", type=int, default=3,
+    p.add_argument("--extra-questions", type=int, default=8,
                    help="further QA pairs about the same documents after the first answer")
     p.add_argument("--two-hop-fraction", type=float, default=0.2)
     p.add_argument("--vocab-size", type=int, default=3072)
