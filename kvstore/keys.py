@@ -47,3 +47,28 @@ def chunk_key(model_fingerprint: str, token_ids: Sequence[int]) -> ChunkKey:
 def is_chunk_key(text: str) -> bool:
     """Whether ``text`` has the shape of a chunk key (for parsing object names)."""
     return len(text) == KEY_HEX_CHARS and all(c in "0123456789abcdef" for c in text)
+
+
+CHUNK_OBJECT_SUFFIX = ".kv"
+
+
+def chunk_object_name(key: ChunkKey) -> str:
+    """Object name of a stored chunk, relative to a persistent tier's root.
+
+    The first two hex characters fan keys out over 256 folders (directory listings stay short;
+    S3 spreads request load over prefixes). :func:`key_from_object_name` reverses it.
+    """
+    if not is_chunk_key(key):
+        raise ValueError(f"not a chunk key: {key!r} (expected {KEY_HEX_CHARS} lowercase hex characters)")
+    return f"chunks/{key[:2]}/{key}{CHUNK_OBJECT_SUFFIX}"
+
+
+def key_from_object_name(name: str) -> ChunkKey | None:
+    """The chunk key an object name stands for, or None if ``name`` is not a chunk object."""
+    parts = name.split("/")
+    if len(parts) != 3 or parts[0] != "chunks" or not parts[2].endswith(CHUNK_OBJECT_SUFFIX):
+        return None
+    text = parts[2][: -len(CHUNK_OBJECT_SUFFIX)]
+    if not is_chunk_key(text) or parts[1] != text[:2]:
+        return None
+    return ChunkKey(text)

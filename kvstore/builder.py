@@ -1,0 +1,53 @@
+"""Wire a :class:`TieredStore` (and the document registry) from a :class:`StoreConfig`."""
+
+from __future__ import annotations
+
+import logging
+
+from kvstore.blobs import BlobStore, MemoryBlobs
+from kvstore.config import StoreConfig
+from kvstore.directory import DirBlobs
+from kvstore.memory import MemoryTier
+from kvstore.persistent import BlobTier
+from kvstore.registry import DocumentRegistry
+from kvstore.tier import Tier
+from kvstore.tiered import TieredStore
+
+logger = logging.getLogger(__name__)
+
+
+def open_blobs(config: StoreConfig) -> BlobStore | None:
+    """The persistent location's BlobStore, or None when ``config.persistent`` is ""."""
+    location = config.location
+    if location.kind == "dir":
+        return DirBlobs(location.path)
+    if location.kind == "s3":
+        from kvstore.s3 import S3Blobs, make_s3_client
+
+        return S3Blobs(make_s3_client(config), location.bucket, location.prefix, config)
+    return None
+
+
+def build_store(config: StoreConfig, model_fingerprint: str) -> TieredStore:
+    """The tiers ``config`` asks for, composed. The object-store tier joins only when
+    ``object_store_bytes > 0`` and Ray is connected (or reachable through ``RAY_ADDRESS``)."""
+    if not model_fingerprint:
+        raise ValueError("model_fingerprint must be a non-empty string")
+    memory = MemoryTier(config.memory_bytes) if config.memory_bytes > 0 else None
+    cluster: Tier | None = None
+    if config.object_store_bytes > 0:
+        # Imported here so that processes without the cluster tier never import Ray.
+        from kvstore import object_store
+
+        if object_store.ray_available():
+            cluster = object_store.ObjectStoreTier(config, model_fingerprint)
+        else:
+            logger.info("Ray is not running: the chunk store has no object-store tier")
+    blobs = open_blobs(config)
+    persistent = BlobTier(config.location.kind, blobs, model_fingerprint) if blobs is not None else None
+    return TieredStore(memory, cluster, persistent, config.write_queue_size)
+
+
+def build_registry(config: StoreConfig, model_fingerprint: str) -> DocumentRegistry:
+    """The document registry at the persistent location (in process memory when there is none)."""
+    return DocumentRegistry(open_blobs(config) or MemoryBlobs(), model_fingerprint)

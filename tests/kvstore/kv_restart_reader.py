@@ -1,0 +1,56 @@
+"""Run as a separate process with its own brand-new Ray instance: open stores over locations an
+earlier process wrote and report, as JSON, what each chunk and document read back as.
+
+Usage: kv_restart_reader.py CONFIGS_JSON EXPECTED_PT DOC_ID
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import ray
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from kvstore_helpers import FP, same_bits  # noqa: E402
+
+from kvstore.builder import build_registry, build_store  # noqa: E402
+from kvstore.config import StoreConfig  # noqa: E402
+
+
+def main() -> None:
+    configs = json.loads(sys.argv[1])
+    expected: dict[str, torch.Tensor] = torch.load(sys.argv[2])
+    doc_id = sys.argv[3]
+    ray.init(
+        address="local",
+        num_cpus=1,
+        object_store_memory=100 * 1024 * 1024,
+        include_dashboard=False,
+        log_to_driver=False,
+        _temp_dir=tempfile.mkdtemp(prefix="ray-r-", dir="/tmp"),
+    )
+    report = {}
+    for name, fields in configs.items():
+        fields["directory_actor_name"] += f"-{name}"  # one fresh cluster tier per location
+        store = build_store(StoreConfig(**fields), FP)
+        first = {k: store.get_chunk(k) for k in expected}
+        second = {k: store.get_chunk(k) for k in expected}
+        record = build_registry(StoreConfig(**fields), FP).get(doc_id)
+        report[name] = {
+            "has_cluster_tier": store.cluster is not None,
+            "first_tiers": sorted({h.tier if h else "miss" for h in first.values()}),
+            "second_tiers": sorted({h.tier if h else "miss" for h in second.values()}),
+            "bit_exact": all(h is not None and same_bits(h.kv, expected[k]) for k, h in first.items()),
+            "doc_chunk_keys": record.chunk_keys if record else None,
+        }
+        store.close()
+    ray.shutdown()
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
