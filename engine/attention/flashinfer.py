@@ -34,6 +34,15 @@ from engine.attention.flashinfer_plan import (
 KV_DTYPES = (torch.float16, torch.bfloat16)
 
 
+def require_cuda(device: torch.device) -> None:
+    """Raise a RuntimeError unless ``device`` is a usable CUDA device."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        raise RuntimeError(
+            f"attention backend 'flashinfer' runs on CUDA only (asked for device {device}, "
+            f"CUDA available: {torch.cuda.is_available()}); use backend 'torch' on CPU"
+        )
+
+
 def import_flashinfer():
     """The ``flashinfer`` module, or a RuntimeError that says how to install it."""
     try:
@@ -71,11 +80,7 @@ class FlashInferAttentionBackend(AttentionBackend):
     ):
         super().__init__(num_q_heads, num_kv_heads, head_dim, scale)
         device = torch.device(device)
-        if device.type != "cuda" or not torch.cuda.is_available():
-            raise RuntimeError(
-                f"attention backend 'flashinfer' runs on CUDA only (asked for device {device}, "
-                f"CUDA available: {torch.cuda.is_available()}); use backend 'torch' on CPU"
-            )
+        require_cuda(device)
         if dtype not in KV_DTYPES:
             raise ValueError(f"flashinfer backend dtype {dtype} is not one of float16, bfloat16")
         self._flashinfer = import_flashinfer()

@@ -94,6 +94,30 @@ def visible_slots(layouts: list[SegmentLayout], block_size: int) -> list[list[in
     return rows
 
 
+def paged_visible_slots(
+    qo_indptr: torch.Tensor,
+    kv_page_indptr: torch.Tensor,
+    kv_page_indices: torch.Tensor,
+    kv_last_page_len: torch.Tensor,
+    page_size: int,
+) -> list[list[int]]:
+    """Per query row, the slots FlashInfer's paged wrappers read with a causal mask: request b
+    has kv_len = (pages - 1) * page_size + last_page_len, and row i of its q_len rows sees KV
+    positions < kv_len - q_len + i + 1 (bottom-right alignment)."""
+    qo, page_indptr = qo_indptr.tolist(), kv_page_indptr.tolist()
+    pages, last = kv_page_indices.tolist(), kv_last_page_len.tolist()
+    rows = []
+    for b in range(len(last)):
+        table = pages[page_indptr[b] : page_indptr[b + 1]]
+        assert 1 <= last[b] <= page_size, f"request {b}: last page length {last[b]}"
+        kv_len = (len(table) - 1) * page_size + last[b]
+        q_len = qo[b + 1] - qo[b]
+        for i in range(q_len):
+            limit = kv_len - q_len + i + 1
+            rows.append([table[p // page_size] * page_size + p % page_size for p in range(limit)])
+    return rows
+
+
 def attend_slots(q: torch.Tensor, kv_cache: torch.Tensor, rows: list[list[int]], scale: float) -> torch.Tensor:
     """Dense attention, float64: row r attends over exactly the slots ``rows[r]``.
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from paged_batches import attend_slots, make_batch, visible_slots
+from paged_batches import attend_slots, make_batch, paged_visible_slots, visible_slots
 
 from engine.attention.base import SegmentLayout, build_metadata
 from engine.attention.flashinfer_plan import (
@@ -30,18 +30,8 @@ CPU = torch.device("cpu")
 
 def wrapper_visible_slots(plan: PagedPlan) -> list[list[int]]:
     """Per query row of the plan, the cache slots a paged wrapper with causal=True reads."""
-    ps = plan.page_size
-    qo, page_indptr = plan.qo_indptr.tolist(), plan.kv_page_indptr.tolist()
-    pages, last = plan.kv_page_indices.tolist(), plan.kv_last_page_len.tolist()
-    rows = []
-    for b in range(plan.batch_size):
-        table = pages[page_indptr[b] : page_indptr[b + 1]]
-        assert 1 <= last[b] <= ps
-        kv_len = (len(table) - 1) * ps + last[b]
-        q_len = qo[b + 1] - qo[b]
-        for i in range(q_len):
-            rows.append([table[p // ps] * ps + p % ps for p in range(kv_len - q_len + i + 1)])
-    return rows
+    return paged_visible_slots(plan.qo_indptr, plan.kv_page_indptr, plan.kv_page_indices, plan.kv_last_page_len,
+                               plan.page_size)
 
 
 def step_visible_slots(step: StepPlan) -> list[list[int]]:

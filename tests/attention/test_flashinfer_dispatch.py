@@ -1,0 +1,124 @@
+"""The FlashInfer backend's own logic on CPU: planning calls, the decode/prefill split and the
+row gathers, CUDA-graph padding. The two wrappers are replaced by ``cpu_flashinfer`` (same
+signatures and semantics, dense math), since their kernels need CUDA; the outputs must equal
+the torch reference backend's."""
+
+from __future__ import annotations
+
+import sys
+
+import cpu_flashinfer
+import pytest
+import torch
+from paged_batches import make_batch
+
+from engine.attention import flashinfer as backend_module
+from engine.attention.flashinfer import FlashInferAttentionBackend
+from engine.attention.flashinfer_plan import graph_batch_sizes
+from engine.attention.torch_backend import TorchAttentionBackend
+
+HEADS, KV_HEADS, HEAD_DIM, SCALE = 8, 2, 16, 0.25
+BF16 = torch.bfloat16
+
+
+def assert_matches(out: torch.Tensor, ref: torch.Tensor) -> None:
+    """Equal up to rounding the output to bfloat16 (relative step 2**-8)."""
+    assert out.dtype == BF16
+    torch.testing.assert_close(out.float(), ref, rtol=4e-3, atol=1e-5)
+
+
+@pytest.fixture
+def backend(monkeypatch):
+    """The backend on CPU with the CPU wrappers standing in for the CUDA kernels."""
+    monkeypatch.setattr(backend_module, "require_cuda", lambda device: None)
+    monkeypatch.setitem(sys.modules, "flashinfer", cpu_flashinfer)
+    return FlashInferAttentionBackend(HEADS, KV_HEADS, HEAD_DIM, SCALE, "cpu", dtype=BF16, workspace_bytes=16)
+
+
+def expected(batch) -> torch.Tensor:
+    """The torch reference in float32 on the batch's bfloat16 values."""
+    ref = TorchAttentionBackend(HEADS, KV_HEADS, HEAD_DIM, SCALE)
+    ref.plan(batch.meta)
+    return ref.forward(batch.q.float(), batch.kv_cache.float())
+
+
+def batch_of(kinds, lengths, seed=0):
+    return make_batch(kinds, lengths, block_size=4, num_q_heads=HEADS, num_kv_heads=KV_HEADS, head_dim=HEAD_DIM,
+                      seed=seed, dtype=BF16)
+
+
+CASES = {
+    "interleaved": (["decode", "prefill", "compile", "recompute", "decode"], [37, 21, 16, 45, 1]),
+    "decodes_first": (["decode", "decode", "recompute", "prefill"], [30, 8, 40, 19]),
+    "decode_only": (["decode"] * 5, [5, 16, 33, 2, 64]),
+    "no_decode": (["compile", "recompute", "prefill"], [16, 52, 9]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_matches_torch_backend(backend, case):
+    batch = batch_of(*CASES[case])
+    backend.plan(batch.meta)
+    assert backend.graph_batch_size is None
+    out = backend.forward(batch.q, batch.kv_cache)
+    assert_matches(out, expected(batch))
+
+
+def test_one_plan_serves_every_layer(backend):
+    batch = batch_of(*CASES["interleaved"])
+    backend.plan(batch.meta)
+    for layer in range(3):
+        batch.kv_cache = torch.randn(batch.kv_cache.shape, generator=torch.Generator().manual_seed(layer)).to(BF16)
+        assert_matches(backend.forward(batch.q, batch.kv_cache), expected(batch))
+
+
+def test_graph_decode_pads_to_the_bucket_and_replans_in_place(backend):
+    backend.enable_cuda_graphs(graph_batch_sizes(8), max_pages_per_request=32)
+    wrappers = dict(backend._graph_decode)
+    for seed, lengths in enumerate(([100, 7, 3], [12, 1, 90], [5, 6, 7, 8, 9])):
+        batch = batch_of(["decode"] * len(lengths), lengths, seed)
+        backend.plan(batch.meta)
+        bucket = 4 if len(lengths) <= 4 else 8
+        assert backend.graph_batch_size == bucket
+        q = torch.zeros(bucket, HEADS, HEAD_DIM, dtype=BF16)
+        q[: len(lengths)] = batch.q
+        out = backend.forward(q, batch.kv_cache)
+        assert out.shape == (bucket, HEADS, HEAD_DIM)
+        assert_matches(out[: len(lengths)], expected(batch))
+        with pytest.raises(AssertionError, match="padded rows"):
+            backend.forward(batch.q, batch.kv_cache)
+    assert backend._graph_decode == wrappers, "planning reuses the per-bucket wrappers and their buffers"
+
+
+def test_graph_mode_falls_back_to_eager_when_a_step_does_not_fit(backend):
+    backend.enable_cuda_graphs((1, 2), max_pages_per_request=8)
+    cases = {
+        "mixed step": (["decode", "prefill"], [9, 12]),
+        "more rows than the largest bucket": (["decode"] * 3, [4, 5, 6]),
+        "a request longer than the graph buffers": (["decode", "decode"], [8 * 4 + 1, 3]),
+    }
+    for name, (kinds, lengths) in cases.items():
+        batch = batch_of(kinds, lengths)
+        backend.plan(batch.meta)
+        assert backend.graph_batch_size is None, name
+        assert_matches(backend.forward(batch.q, batch.kv_cache), expected(batch))
+
+
+def test_rejects_inputs_it_was_not_planned_for(backend):
+    batch = batch_of(*CASES["interleaved"])
+    with pytest.raises(AssertionError, match="plan"):
+        backend.forward(batch.q, batch.kv_cache)
+    backend.plan(batch.meta)
+    with pytest.raises(AssertionError, match="planned for torch.bfloat16"):
+        backend.forward(batch.q.half(), batch.kv_cache)
+    with pytest.raises(AssertionError, match=f"planned {batch.q.shape[0]} rows"):
+        backend.forward(batch.q[:-1], batch.kv_cache)
+
+
+def test_bad_settings(backend):
+    with pytest.raises(ValueError, match="float16, bfloat16"):
+        FlashInferAttentionBackend(HEADS, KV_HEADS, HEAD_DIM, SCALE, "cpu", dtype=torch.float32)
+    with pytest.raises(ValueError, match="batch sizes must be >= 1"):
+        backend.enable_cuda_graphs((), 4)
+    with pytest.raises(ValueError, match="max_pages_per_request"):
+        backend.enable_cuda_graphs((1,), 0)
