@@ -103,8 +103,8 @@ def test_cuda_graph_decode_replays_with_new_page_tables():
     backend.plan(first.meta)
     assert backend.graph_batch_size == 4
     # Static inputs of the captured graph: q padded to the bucket, one KV cache per layer.
-    num_blocks = 4096  # big enough for both batches' block ids
-    caches = torch.randn(num_layers, num_blocks, 2, block_size, num_kv_heads, head_dim, device=CUDA).to(BF16)
+    num_blocks = 512  # holds every block id the batches below use
+    caches = torch.randn(num_layers, num_blocks, 2, block_size, num_kv_heads, head_dim, device=CUDA, dtype=BF16)
     q_static = torch.zeros(4, num_q_heads, head_dim, dtype=BF16, device=CUDA)
     torch.cuda.synchronize()
     stream = torch.cuda.Stream()
