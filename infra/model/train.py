@@ -1,6 +1,6 @@
 """Train epic-tiny: tokenizer, Llama model and Hugging Face directory, from a seed.
 
-    python -m infra.model.train --out models/epic-tiny --seed 0 --steps 1400
+    python -m infra.model.train --out models/epic-tiny --seed 0 --steps 1400 --max-minutes 58
 
 Data are generated on the fly (train-split entity names only; validation uses held-out
 names). Every prompt starts with BOS at position 0 and holds 3-6 documents in random order,
@@ -122,12 +122,24 @@ def make_batches(gen: Generator, tokenizer, args: argparse.Namespace, group: int
     return batches
 
 
-def lr_at(step: int, args: argparse.Namespace) -> float:
-    """Linear warm-up, then cosine decay to 10% of the peak."""
+def progress_at(step: int, elapsed_s: float, args: argparse.Namespace) -> float:
+    """Fraction of the run done: by steps, or by wall-clock time when ``--max-minutes`` binds.
+
+    With a time budget the run ends (with a full learning-rate decay) when the budget is
+    spent, whatever share of a shared CPU it got; on a free machine the step budget binds and
+    the run is exactly reproducible.
+    """
+    by_steps = step / args.steps
+    if args.max_minutes <= 0:
+        return by_steps
+    return max(by_steps, elapsed_s / (args.max_minutes * 60))
+
+
+def lr_at(step: int, progress: float, args: argparse.Namespace) -> float:
+    """Linear warm-up over ``--warmup`` steps, then cosine decay to 10% of the peak."""
     if step < args.warmup:
         return args.lr * (step + 1) / args.warmup
-    progress = (step - args.warmup) / max(1, args.steps - args.warmup)
-    return args.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return args.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
 
 
 def plot_loss(log: list[dict], path: Path) -> None:
@@ -175,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("models/epic-tiny"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=1400)
+    p.add_argument("--max-minutes", type=float, default=0.0,
+                   help="wall-clock budget; the schedule follows whichever budget runs out first (0: steps only)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--warmup", type=int, default=50)
@@ -186,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--vocab-size", type=int, default=3072)
     p.add_argument("--tokenizer-examples", type=int, default=20000)
     p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--intermediate", type=int, default=768)
+    p.add_argument("--intermediate", type=int, default=512)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--kv-heads", type=int, default=2)
@@ -221,10 +235,13 @@ def main(argv: list[str] | None = None) -> None:
     start = last_eval = time.time()
     tokens, best = 0, -1.0
     run_loss = run_answer = 0.0
+    run_steps = 0
     queue: list = []
-    for step in range(args.steps):
+    step, progress = 0, 0.0
+    while progress < 1.0:
+        lr = lr_at(step, progress, args)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, args)
+            group["lr"] = lr
         if not queue:
             queue = make_batches(train_gen, tokenizer, args)
         input_ids, targets, weights = queue.pop()
@@ -241,12 +258,15 @@ def main(argv: list[str] | None = None) -> None:
         answer_mask = weights == 1.0
         run_loss += loss.item()
         run_answer += (ce[answer_mask].mean()).item()
-        last = step == args.steps - 1
-        if (step + 1) % args.log_every == 0 or last:
-            n = (step % args.log_every) + 1
-            rec = {"step": step + 1, "loss": run_loss / n, "answer_loss": run_answer / n,
-                   "lr": lr_at(step, args), "tokens": tokens, "elapsed_s": time.time() - start}
+        run_steps += 1
+        step += 1
+        progress = progress_at(step, time.time() - start, args)
+        last = progress >= 1.0
+        if step % args.log_every == 0 or last:
+            rec = {"step": step, "loss": run_loss / run_steps, "answer_loss": run_answer / run_steps,
+                   "lr": lr, "progress": progress, "tokens": tokens, "elapsed_s": time.time() - start}
             run_loss = run_answer = 0.0
+            run_steps = 0
             log.append(rec)
             with (out / LOG_NAME).open("a") as f:
                 f.write(json.dumps(rec) + "\n")
@@ -256,7 +276,7 @@ def main(argv: list[str] | None = None) -> None:
             acc = exact_match_accuracy(model, tokenizer, val_set)
             model.train()
             last_eval = time.time()
-            rec = {"step": step + 1, "val_accuracy": acc["all"], "val": acc,
+            rec = {"step": step, "val_accuracy": acc["all"], "val": acc,
                    "elapsed_s": time.time() - start, "tokens": tokens}
             log.append(rec)
             if acc["all"] > best:
