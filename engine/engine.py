@@ -164,16 +164,17 @@ class Engine:
         if result.logits is None:
             return []
         reqs = [w.seq for w in result.sampled]
-        tokens, logprobs = sample(result.logits, [r.sampling for r in reqs],
-                                  [r.generator for r in reqs], self.generator)
+        sampled = sample(result.logits, [r.sampling for r in reqs], [r.generator for r in reqs], self.generator)
         now = self.clock()
         outputs = []
-        for req, token, logprob in zip(reqs, tokens, logprobs):
+        for req, token, logprob, top in zip(reqs, sampled.token_ids, sampled.logprobs, sampled.top_logprobs):
             if not req.output_ids and req.stats.ttft_s is None:
                 req.stats.ttft_s = now - req.arrival_s
                 self.scheduler.kv.publish(req.prompt_ids, req.block_ids, req.plan.exact_len)
             req.output_ids.append(token)
             req.logprobs.append(logprob)
+            if top is not None:
+                req.top_logprobs.append(top)
             outputs.append(self._advance(req))
         return outputs
 
@@ -211,6 +212,7 @@ class Engine:
             finish_reason=req.finish_reason if finished else None,
             stats=req.stats,
             logprobs=list(req.logprobs) if req.sampling.logprobs else None,
+            top_logprobs=list(req.top_logprobs) if req.sampling.top_logprobs else None,
         )
 
     # ---- batch conveniences -----------------------------------------------------------------

@@ -47,7 +47,7 @@ class ModelRunner:
             dtype=dtype, device=device,
         )
         self.attention = make_attention_backend(
-            backend, spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.head_dim**-0.5, device
+            backend, spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.head_dim**-0.5, device, dtype
         )
         self.inv_freq = inverse_frequencies(spec).to(device)
 

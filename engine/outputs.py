@@ -50,3 +50,4 @@ class RequestOutput:
     finish_reason: FinishReason | None
     stats: RequestStats
     logprobs: list[float] | None = None
+    top_logprobs: list[dict[int, float]] | None = None  # token id -> logprob, per output token

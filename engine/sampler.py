@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from engine.sampling_params import SamplingParams
@@ -29,12 +31,18 @@ def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     return logits
 
 
+class Sampled(NamedTuple):
+    token_ids: list[int]
+    logprobs: list[float]  # of each chosen token, under the unfiltered distribution
+    top_logprobs: list[dict[int, float] | None]  # per row, when the request asks for them
+
+
 def sample(
     logits: torch.Tensor,
     params: list[SamplingParams],
     generators: list[torch.Generator | None],
     default_generator: torch.Generator,
-) -> tuple[list[int], list[float]]:
+) -> Sampled:
     """Choose one token per row.
 
     Args:
@@ -42,8 +50,6 @@ def sample(
         params, generators: per row.
         default_generator: host generator for unseeded requests.
 
-    Returns:
-        chosen token ids and their log-probabilities under the unfiltered distribution.
     """
     logprobs_all = torch.log_softmax(logits, dim=-1)
     chosen = logits.argmax(dim=-1).tolist()
@@ -54,4 +60,9 @@ def sample(
         gen = generators[i] if generators[i] is not None else default_generator
         chosen[i] = int(torch.multinomial(probs, 1, generator=gen).item())
     index = torch.tensor(chosen, device=logits.device)[:, None]
-    return chosen, logprobs_all.gather(1, index)[:, 0].tolist()
+    top: list[dict[int, float] | None] = [None] * len(params)
+    for i, p in enumerate(params):
+        if p.top_logprobs:
+            values, ids = logprobs_all[i].topk(min(p.top_logprobs, logits.shape[-1]))
+            top[i] = dict(zip(ids.tolist(), values.tolist()))
+    return Sampled(chosen, logprobs_all.gather(1, index)[:, 0].tolist(), top)

@@ -19,6 +19,8 @@ class SamplingParams:
         stop_token_ids: extra token ids that end the request (kept out of the text).
         ignore_eos: keep generating past the model's EOS.
         logprobs: return the log-probability of each chosen token.
+        top_logprobs: also return the N most likely tokens' log-probabilities at each step
+            (under the unfiltered distribution; 0 returns none).
     """
 
     max_tokens: int = 16
@@ -30,6 +32,7 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = field(default_factory=tuple)
     ignore_eos: bool = False
     logprobs: bool = False
+    top_logprobs: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens <= 0:
@@ -40,6 +43,8 @@ class SamplingParams:
             raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {self.top_k!r}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if isinstance(self.top_logprobs, bool) or not isinstance(self.top_logprobs, int) or self.top_logprobs < 0:
+            raise ValueError(f"top_logprobs must be an integer >= 0, got {self.top_logprobs!r}")
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
             raise ValueError(f"seed must be an integer or None, got {self.seed!r}")
         stop = (self.stop,) if isinstance(self.stop, str) else self.stop

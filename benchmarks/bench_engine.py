@@ -1,0 +1,102 @@
+"""Engine vs transformers on this machine: prefill throughput, TTFT, decode throughput at
+batch 1 and 16, side by side in one run (random-weight Llama; speed does not depend on weights).
+
+    .venv/bin/python benchmarks/bench_engine.py [--runs 3] [--prompt-tokens 2048]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from bench_report import machine_description, markdown_table
+from random_llama import write_random_llama
+
+from engine import Engine, EngineConfig, SamplingParams
+
+# ~50M parameters: big enough for matmuls to dominate on a CPU.
+BENCH_LLAMA = dict(
+    vocab_size=32000, hidden_size=512, intermediate_size=2048, num_hidden_layers=8,
+    num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=4096,
+    rope_theta=10000.0, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True,
+)
+
+
+def prompts(n: int, lo: int, hi: int, seed: int) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[1] + [rng.randrange(3, 32000) for _ in range(rng.randrange(lo, hi + 1) - 1)] for _ in range(n)]
+
+
+def hf_generate(model, batch: list[list[int]], new_tokens: int) -> float:
+    """Seconds for transformers to generate ``new_tokens`` for every prompt (left-padded batch)."""
+    width = max(map(len, batch))
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in batch])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
+    start = time.perf_counter()
+    with torch.inference_mode():
+        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                       do_sample=False, pad_token_id=0)
+    return time.perf_counter() - start
+
+
+def ours_generate(engine: Engine, batch: list[list[int]], new_tokens: int) -> tuple[float, float]:
+    """(seconds for the whole batch, median TTFT) with our engine."""
+    params = SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True)
+    start = time.perf_counter()
+    outs = engine.generate(batch, params)
+    return time.perf_counter() - start, statistics.median(o.stats.ttft_s for o in outs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--prompt-tokens", type=int, default=2048)
+    ap.add_argument("--decode-tokens", type=int, default=32)
+    args = ap.parse_args()
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    path = write_random_llama(Path(tempfile.gettempdir()) / "epic-bench-llama-50m", BENCH_LLAMA)
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").eval()
+    engine = Engine(EngineConfig(model=str(path), dtype="float32", max_num_batched_tokens=4096,
+                                 enable_prefix_caching=False, kv_cache_bytes=1 << 30))
+    n_params = sum(p.numel() for p in hf.parameters())
+    print(f"setup: {machine_description(torch.device('cpu'))}")
+    print(f"model: random Llama, {n_params / 1e6:.0f}M params, fp32, {BENCH_LLAMA['num_hidden_layers']} layers, "
+          f"hidden {BENCH_LLAMA['hidden_size']}, GQA {BENCH_LLAMA['num_attention_heads']}/{BENCH_LLAMA['num_key_value_heads']}")
+    print(f"runs: {args.runs} (medians), torch threads {torch.get_num_threads()}")
+
+    long = prompts(1, args.prompt_tokens, args.prompt_tokens, seed=1)
+    b1 = prompts(1, 128, 128, seed=2)
+    b16 = prompts(16, 64, 256, seed=3)
+    d = args.decode_tokens
+    rows = []
+    # Warm both paths once.
+    hf_generate(hf, b1, 2)
+    ours_generate(engine, b1, 2)
+
+    def med(f):
+        return statistics.median(f() for _ in range(args.runs))
+
+    # Prefill: TTFT of one long prompt (one new token).
+    hf_ttft = med(lambda: hf_generate(hf, long, 1))
+    our_ttft = med(lambda: ours_generate(engine, long, 1)[1])
+    tok = args.prompt_tokens
+    rows.append([f"prefill {tok} tok (tok/s)", tok / hf_ttft, tok / our_ttft, hf_ttft / our_ttft])
+    rows.append([f"TTFT {tok} tok (s)", hf_ttft, our_ttft, hf_ttft / our_ttft])
+    # Decode: (time for d tokens - time for 1 token) over d-1 tokens per sequence.
+    for name, batch in (("batch 1", b1), ("batch 16", b16)):
+        hf_t = med(lambda: hf_generate(hf, batch, d)) - med(lambda: hf_generate(hf, batch, 1))
+        our_t = med(lambda: ours_generate(engine, batch, d)[0]) - med(lambda: ours_generate(engine, batch, 1)[0])
+        n = len(batch) * (d - 1)
+        rows.append([f"decode {name} (tok/s)", n / hf_t, n / our_t, hf_t / our_t])
+    print(markdown_table(["measure", "transformers", "epic-serve", "ours / transformers (speed)"], rows))
+
+
+if __name__ == "__main__":
+    main()
