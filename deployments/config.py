@@ -1,0 +1,282 @@
+"""The serving configuration: one YAML file, one :class:`AppConfig`, validated at load.
+
+    engine:   engine.EngineConfig fields (model, dtype, block_size, link_policy: {name, k}, ...)
+    store:    kvstore.config.StoreConfig fields (persistent: dir://PATH | s3://BUCKET/PREFIX, ...)
+    router:   router.config.RouterConfig fields (weights, penalties, fallback, ...)
+    replica:  ReplicaConfig (how many engine replicas, their resources and request limits)
+    ingress:  IngressConfig (served model name, body and document limits)
+    http:     HttpConfig (where Serve's proxy listens)
+    ray:      RayConfig (resources of a local Ray that ``epic serve`` starts itself)
+
+Every error names the key path (``engine.dtyp``) and lists the valid keys or values. Relative
+paths (the model directory, a ``dir://`` store) are resolved against a base directory at load
+time, so replicas on other processes see absolute paths.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from engine.config import EngineConfig
+from kvstore.config import StoreConfig
+from router.config import RouterConfig
+
+REQUEST_ROUTERS = ("cache_aware", "power_of_two", "prefix_cache_affinity")
+RequestRouterName = Literal["cache_aware", "power_of_two", "prefix_cache_affinity"]
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """The engine-replica deployment.
+
+    Attributes:
+        num_replicas: engine replicas (each owns one Engine and its tiered store).
+        max_ongoing_requests: requests one replica runs at once (Serve's bound; the engine
+            batches them). Serve's default of 5 throttles hard: set it to the engine's batch.
+        max_queued_requests: requests waiting for a replica; beyond it the API answers 503.
+        num_cpus: CPUs reserved per replica.
+        num_gpus: GPUs reserved per replica.
+        request_router: ``cache_aware`` (ours), ``power_of_two`` (Serve's default) or
+            ``prefix_cache_affinity`` (Ray's text-prefix router; the baseline of benchmarks).
+        routing_stats_period_s: how often replicas publish routing stats.
+        health_check_period_s: how often Serve checks each replica.
+    """
+
+    num_replicas: int = 1
+    max_ongoing_requests: int = 32
+    max_queued_requests: int = 128
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    request_router: RequestRouterName = "cache_aware"
+    routing_stats_period_s: float = 1.0
+    health_check_period_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("num_replicas", "max_ongoing_requests", "max_queued_requests"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_cpus", "num_gpus"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("routing_stats_period_s", "health_check_period_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class IngressConfig:
+    """The OpenAI-compatible ingress deployment.
+
+    Attributes:
+        served_model_name: the model id clients send (and ``GET /v1/models`` lists).
+        max_body_bytes: largest request body; larger ones get 413.
+        max_documents: most documents in one request.
+        default_max_tokens: chat completions without ``max_tokens`` (completions default to 16,
+            as OpenAI's do).
+        max_ongoing_requests: HTTP requests one ingress replica handles at once.
+        num_replicas: ingress replicas.
+        num_cpus: CPUs reserved per ingress replica (tokenization runs here).
+    """
+
+    served_model_name: str = "epic-tiny"
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_documents: int = 64
+    default_max_tokens: int = 256
+    max_ongoing_requests: int = 256
+    num_replicas: int = 1
+    num_cpus: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.served_model_name:
+            raise ValueError("served_model_name must be non-empty")
+        for name in ("max_body_bytes", "max_documents", "default_max_tokens", "max_ongoing_requests",
+                     "num_replicas"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.num_cpus < 0:
+            raise ValueError(f"num_cpus must be >= 0, got {self.num_cpus}")
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """Where Serve's HTTP proxy listens (127.0.0.1 keeps the embedded default local)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    route_prefix: str = "/"
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ValueError("host must be non-empty")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in [0, 65535], got {self.port}")
+        if not self.route_prefix.startswith("/"):
+            raise ValueError(f"route_prefix must start with '/', got {self.route_prefix!r}")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """Resources of the local Ray instance ``epic serve`` starts when none is running (ignored
+    when it joins a cluster through ``RAY_ADDRESS``)."""
+
+    num_cpus: int = 2
+    object_store_memory: int = 512 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.num_cpus < 1:
+            raise ValueError(f"num_cpus must be >= 1, got {self.num_cpus}")
+        if self.object_store_memory < 78 * 1024 * 1024:
+            raise ValueError(f"object_store_memory must be >= 78 MiB (Ray's minimum), got {self.object_store_memory}")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Everything the serving application is built from."""
+
+    engine: EngineConfig
+    store: StoreConfig = field(default_factory=StoreConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
+    replica: ReplicaConfig = field(default_factory=ReplicaConfig)
+    ingress: IngressConfig = field(default_factory=IngressConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    @classmethod
+    def from_dict(cls, data: Any, base_dir: Path | str | None = None) -> AppConfig:
+        """Validate a parsed YAML mapping.
+
+        Args:
+            data: the mapping (``engine`` is required; other sections default).
+            base_dir: directory that relative paths are resolved against (default: the
+                current working directory).
+
+        Raises:
+            ValueError: naming the bad key path and what is valid there.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"the config must be a mapping of sections, got {type(data).__name__}")
+        sections = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(data) - set(sections), key=str)
+        if unknown:
+            raise ValueError(f"unknown config section {unknown[0]!r}; valid sections: {', '.join(sections)}")
+        if "engine" not in data:
+            raise ValueError("the config needs an 'engine' section with at least 'model'")
+        base = Path(base_dir) if base_dir is not None else Path.cwd()
+        engine = _dataclass_from(EngineConfig, data["engine"], "engine")
+        engine = dataclasses.replace(engine, model=_resolve_model(engine.model, base))
+        store = _from_dict_checked(StoreConfig, data.get("store"), "store")
+        store = dataclasses.replace(store, persistent=_resolve_persistent(store.persistent, base))
+        return cls(
+            engine=engine,
+            store=store,
+            router=_from_dict_checked(RouterConfig, data.get("router"), "router"),
+            replica=_dataclass_from(ReplicaConfig, data.get("replica"), "replica"),
+            ingress=_dataclass_from(IngressConfig, data.get("ingress"), "ingress"),
+            http=_dataclass_from(HttpConfig, data.get("http"), "http"),
+            ray=_dataclass_from(RayConfig, data.get("ray"), "ray"),
+        )
+
+
+def load_config(path: Path | str, base_dir: Path | str | None = None) -> AppConfig:
+    """Read and validate a YAML config file.
+
+    Raises:
+        ValueError: the file is missing, is not YAML, or a key or value is bad (the message
+            starts with the file name and names the key path).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ValueError(f"cannot read config {path}: {e.strerror}") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path} is not valid YAML: {e}") from e
+    try:
+        return AppConfig.from_dict(data, base_dir)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
+
+
+def _resolve_model(model: str, base: Path) -> str:
+    """A relative model path that exists under ``base`` becomes absolute; anything else (an
+    absolute path, a hub id) is kept."""
+    path = Path(model).expanduser()
+    if not path.is_absolute() and (base / path).is_dir():
+        return str((base / path).resolve())
+    return str(path) if path.is_absolute() else model
+
+
+def _resolve_persistent(uri: str, base: Path) -> str:
+    location = StoreConfig(persistent=uri).location
+    if location.kind != "dir" or Path(location.path).expanduser().is_absolute():
+        return uri
+    return "dir://" + str((base / location.path).resolve())
+
+
+def _from_dict_checked(cls: type, data: Any, path: str) -> Any:
+    """Build a section that has its own ``from_dict``, naming unknown keys by path first."""
+    data = _mapping(data, path)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(valid), key=str)
+    if unknown:
+        raise ValueError(f"unknown key {path}.{unknown[0]}; valid keys: {', '.join(valid)}")
+    try:
+        return cls.from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from e
+
+
+def _mapping(data: Any, path: str) -> dict:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must be a mapping, got {data!r}")
+    return data
+
+
+def _dataclass_from(cls: type, data: Any, path: str) -> Any:
+    """Build a frozen dataclass from a mapping, checking keys and value types by path."""
+    data = _mapping(data, path)
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names), key=str)
+    if unknown:
+        raise ValueError(f"unknown key {path}.{unknown[0]}; valid keys: {', '.join(names)}")
+    values = {name: _check_value(hints[name], value, f"{path}.{name}") for name, value in data.items()}
+    try:
+        return cls(**values)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
+
+
+def _check_value(hint: Any, value: Any, path: str) -> Any:
+    """``value`` checked (and int -> float widened) against one field's type."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        options = typing.get_args(hint)
+        if value not in options:
+            raise ValueError(f"{path} is {value!r}; valid values: {', '.join(map(str, options))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _check_value(inner, value, path)
+    if dataclasses.is_dataclass(hint):
+        return _dataclass_from(hint, value, path)
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    if hint is float and (is_int or isinstance(value, float)):
+        return float(value)
+    if (hint is int and is_int) or (hint is bool and isinstance(value, bool)) or (hint is str and isinstance(value, str)):
+        return value
+    raise ValueError(f"{path} must be {hint.__name__}, got {value!r}")

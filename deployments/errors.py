@@ -1,0 +1,56 @@
+"""API errors in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+_TYPES = {
+    400: "invalid_request_error",
+    404: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    500: "server_error",
+    503: "server_overloaded",
+}
+
+RETRY_AFTER_S = 1
+
+
+@dataclass
+class APIError(Exception):
+    """An error the client receives as an OpenAI-style body.
+
+    Attributes:
+        status: HTTP status.
+        message: what is wrong, naming the problem.
+        param: the request field at fault, when one is.
+        code: a short machine-readable code (e.g. ``model_not_found``).
+    """
+
+    status: int
+    message: str
+    param: str | None = None
+    code: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": _TYPES.get(self.status, "invalid_request_error"),
+                          "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if self.status == 503 else None
+        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, param, code)
+
+
+def overloaded(detail: str) -> APIError:
+    return APIError(503, f"the server is over capacity ({detail}); retry after {RETRY_AFTER_S} s", code="overloaded")

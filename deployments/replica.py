@@ -1,0 +1,138 @@
+"""The engine-replica deployment: one Engine and its tiered chunk store per replica.
+
+Serve calls it through handles from the ingress (``generate`` streams, ``compile`` returns)
+and pulls ``record_routing_stats`` every ``routing_stats_period_s`` for the router. Engine work
+runs on the AsyncEngine's own thread, so this event loop only moves records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ray import serve
+
+from deployments.metrics import MetricSink, Observation, store_observations
+from deployments.model_files import fingerprint_of
+from deployments.protocol import (
+    Accepted,
+    CompileRequest,
+    CompileResult,
+    EngineRequest,
+    Failed,
+    Rejected,
+    StreamDelta,
+)
+from engine.config import EngineConfig
+from engine.sampling_params import SamplingParams
+from engine.segments import LinkPolicy, Segment
+from kvstore.builder import build_store
+from kvstore.config import StoreConfig
+from kvstore.keys import ChunkKey, chunk_key
+from router.stats import make_routing_stats
+
+logger = logging.getLogger(__name__)
+
+# How long the documents API waits for the persistent tier to take compiled chunks.
+FLUSH_TIMEOUT_S = 60.0
+
+_METRICS = ("epic_store_errors", "epic_store_evictions", "epic_store_bytes", "epic_store_dropped_writes",
+            "epic_kv_free_blocks", "epic_queue_len")
+
+
+class EngineReplica:
+    """Owns an :class:`engine.AsyncEngine` over an :class:`engine.Engine` whose chunk source is
+    the replica's :class:`kvstore.tiered.TieredStore`."""
+
+    def __init__(self, engine_config: EngineConfig, store_config: StoreConfig):
+        from engine import AsyncEngine, Engine
+
+        # The store must exist before the engine (it is the engine's chunk source), and its
+        # records are checked against the fingerprint, so compute it from the files first.
+        fingerprint = fingerprint_of(engine_config.model, engine_config.dtype)
+        self.store = build_store(store_config, fingerprint)
+        self.store_fingerprint = fingerprint
+        engine = Engine(engine_config, chunk_source=self.store)
+        assert engine.model_fingerprint == fingerprint, "the engine and the store disagree on the model"
+        self.engine = AsyncEngine(engine)
+        self.replica_id = serve.get_replica_context().replica_id.unique_id
+        self._metrics = MetricSink(_METRICS)
+        self._store_stats = self.store.stats()
+        logger.info("engine replica %s ready: model %s, %d KV blocks", self.replica_id, engine_config.model,
+                    engine.block_pool.num_blocks)
+
+    async def generate(self, request: EngineRequest) -> AsyncIterator[Accepted | Rejected | Failed | StreamDelta]:
+        """Run one request: ``Accepted`` (or ``Rejected``), then its deltas (or ``Failed``).
+
+        Closing the stream (the client went away) aborts the request and frees its KV blocks.
+        """
+        from engine.async_engine import EngineError
+
+        try:
+            stream = await self.engine.add_request(list(request.segments), request.sampling, request.link_policy,
+                                                   request.request_id)
+        except ValueError as e:
+            yield Rejected(str(e))
+            return
+        yield Accepted(self.replica_id)
+        try:
+            async for out in stream:
+                yield StreamDelta(tuple(out.new_token_ids), out.new_text, out.finished,
+                                  out.finish_reason if out.finished else None, out.stats if out.finished else None)
+        except (EngineError, ValueError) as e:
+            logger.warning("request %s failed: %s", request.request_id, e)
+            yield Failed(str(e))
+
+    async def compile(self, request: CompileRequest) -> CompileResult:
+        """Make chunks resident and stored (the documents API), then wait for the persistent tier.
+
+        Each chunk runs as a one-token request of that chunk alone under ``naive`` linking: a
+        missing chunk is compiled and stored on the way, a held one only touched. (Plain
+        requests rather than ``Engine.compile_chunks``, which steps the engine itself and
+        would drop the outputs of requests running concurrently.)
+        """
+        keys = await asyncio.gather(*(self._touch_chunk(ids) for ids in request.chunk_token_ids))
+        persisted = await asyncio.to_thread(self.store.flush, FLUSH_TIMEOUT_S)
+        return CompileResult(tuple(keys), self.replica_id, persisted)
+
+    async def _touch_chunk(self, token_ids: tuple[int, ...]) -> ChunkKey:
+        stream = await self.engine.add_request([Segment.chunk(token_ids)], SamplingParams(max_tokens=1, temperature=0.0),
+                                               LinkPolicy("naive"))
+        async for _ in stream:
+            pass
+        return chunk_key(self.store_fingerprint, token_ids)
+
+    def record_routing_stats(self) -> dict[str, Any]:
+        """Load and chunk residency for the router (see :mod:`router.stats`); also the moment
+        the replica's gauges and store counters are published."""
+        load = self.engine.load()
+        # Most recently used first; list() of the pool's keys is one atomic copy under the GIL.
+        gpu_keys = list(reversed(self.engine.engine.chunk_pool.keys()))
+        host_keys = list(reversed(self.store.resident_keys("memory"))) if self.store.memory is not None else []
+        stats = make_routing_stats(
+            queue_len=load.num_waiting + load.num_running,
+            running_tokens=load.running_tokens,
+            free_blocks=load.free_blocks,
+            total_blocks=load.total_blocks,
+            gpu_keys=gpu_keys,
+            host_keys=host_keys,
+        )
+        current = self.store.stats()
+        self._metrics.record([
+            *store_observations(self._store_stats, current),
+            Observation("epic_kv_free_blocks", load.free_blocks),
+            Observation("epic_queue_len", load.num_waiting + load.num_running),
+        ])
+        self._store_stats = current
+        return stats
+
+    def __del__(self) -> None:
+        # Serve calls this on graceful shutdown: stop the engine thread, finish store writes.
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.shutdown()
+        store = getattr(self, "store", None)
+        if store is not None:
+            store.close()
