@@ -65,6 +65,11 @@ class StoreConfig:
         object_store_verify_checksum: also checksum payloads read from the Ray object store.
             Off by default: objects there are immutable and sealed in shared memory, and the
             check would cost more than the zero-copy read itself.
+        object_store_ref_cache_bytes: bytes of object-store chunks whose refs this process keeps
+            between directory round trips, so a repeated get skips the directory actor. An
+            object the directory evicts stays in shared memory until this process next talks
+            to the directory, so the object store may briefly hold up to this much more than
+            its budget per process. 0 disables the cache.
         write_queue_size: chunks waiting for the background persistent writer; a put that
             finds it full skips the persistent copy (counted as a dropped write).
         directory_actor_name: name of the detached object-store directory actor.
@@ -84,6 +89,7 @@ class StoreConfig:
     s3_max_concurrency: int = 4
     object_store_timeout_s: float = 30.0
     object_store_verify_checksum: bool = False
+    object_store_ref_cache_bytes: int = 256 * MiB
     write_queue_size: int = 64
     directory_actor_name: str = "epic-kv-directory"
     directory_actor_namespace: str = "epic-serve"
@@ -94,7 +100,7 @@ class StoreConfig:
             expected = {"int": int, "float": (int, float), "str": str, "bool": bool}[str(f.type)]
             if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
                 raise ValueError(f"StoreConfig.{f.name} must be {f.type}, got {value!r}")
-        for name in ("memory_bytes", "object_store_bytes"):
+        for name in ("memory_bytes", "object_store_bytes", "object_store_ref_cache_bytes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"StoreConfig.{name} must be >= 0, got {getattr(self, name)}")
         for name in ("s3_max_attempts", "s3_max_concurrency", "write_queue_size"):
