@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 _TYPES = {
     400: "invalid_request_error",
     404: "invalid_request_error",
+    405: "invalid_request_error",
     409: "invalid_request_error",
     413: "invalid_request_error",
     415: "invalid_request_error",

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, RayServeException
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.chunk_ids import ChunkIdStore
 from deployments.config import IngressConfig
@@ -34,7 +35,7 @@ from deployments.documents import DocumentLibrary, document_body
 from deployments.errors import APIError, bad_request, overloaded
 from deployments.metrics import MetricSink, Observation, request_observations
 from deployments.model_files import fingerprint_of, tokenizer_of
-from deployments.prompting import PromptBuilder
+from deployments.prompting import PromptBuilder, PromptLayout
 from deployments.protocol import Accepted, CompileRequest, EngineRequest, Failed, Rejected, StreamDelta
 from deployments.responses import Endpoint, SSE_DONE, chunk_body, final_body, sse, usage_chunk
 from deployments.schema import (
@@ -62,6 +63,12 @@ app = FastAPI(title="epic-serve", docs_url=None, redoc_url=None)
 @app.exception_handler(APIError)
 async def _api_error(_: Request, exc: APIError) -> JSONResponse:
     return exc.response()
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    # Unknown paths and methods, in the same error shape as everything else.
+    return APIError(exc.status_code, str(exc.detail), code="not_found" if exc.status_code == 404 else None).response()
 
 
 @app.exception_handler(Exception)
@@ -96,7 +103,8 @@ class Ingress:
                                          ChunkIdStore(blobs, fingerprint))
         self.replica = replica
         self.replica_stream = replica.options(stream=True)
-        # One thread: tokenizers are not safe to share between threads, and the loop stays free.
+        # Tokenization (and the document lookups it needs) on one thread: tokenizers are not
+        # safe to share between threads, and the event loop stays free. Registry calls on _io.
         self._tokenizer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="epic-tokenize")
         self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="epic-documents")
         self._metrics = MetricSink(("epic_requests", "epic_ttft_seconds", "epic_e2e_latency_seconds",
@@ -130,12 +138,7 @@ class Ingress:
         if body.documents is not None and len(body.documents) > self.config.max_documents:
             raise bad_request(f"{len(body.documents)} documents; at most {self.config.max_documents} per request",
                               "documents")
-        docs = await self._off_loop(self._io, self.documents.resolve, body.documents or [])
-        if endpoint == "chat":
-            layout = await self._off_loop(self._tokenizer_thread, self.builder.chat,
-                                          [m.as_template_message() for m in body.messages], docs)
-        else:
-            layout = await self._off_loop(self._tokenizer_thread, self.builder.completion, body.prompt, docs)
+        layout = await self._off_loop(self._tokenizer_thread, self._layout, endpoint, body)
         default_max = self.config.default_max_tokens if endpoint == "chat" else COMPLETIONS_DEFAULT_MAX_TOKENS
         try:
             sampling = body.sampling(default_max)
@@ -152,6 +155,13 @@ class Ingress:
             events = self._events(endpoint, stream, request_id, created, body.include_usage, arrival)
             return StreamingResponse(events, media_type="text/event-stream", headers=headers)
         return await self._collect(endpoint, stream, request_id, created, arrival, headers)
+
+    def _layout(self, endpoint: Endpoint, body: CompletionRequest | ChatCompletionRequest) -> PromptLayout:
+        """Resolve the documents and build the prompt (on the tokenizer thread)."""
+        docs = self.documents.resolve(body.documents or [])
+        if endpoint == "chat":
+            return self.builder.chat([m.as_template_message() for m in body.messages], docs)
+        return self.builder.completion(body.prompt, docs)
 
     async def _first_record(self, stream) -> Accepted:
         """The replica's first answer; a refusal or an overload becomes the client's error."""
@@ -232,10 +242,8 @@ class Ingress:
             raise bad_request(f"document id {duplicate!r} appears twice", "documents")
         docs = []
         for i, d in enumerate(body.documents):
-            try:
-                docs.append(await self._off_loop(self._tokenizer_thread, self.builder.chunk_document, d.text))
-            except ValueError as e:
-                raise bad_request(str(e), f"documents[{i}].text") from None
+            docs.append(await self._off_loop(self._tokenizer_thread, self.builder.chunk_document, d.text,
+                                             param=f"documents[{i}].text"))
         chunks = list(dict.fromkeys((ids, key) for doc in docs for ids, key in zip(doc.chunk_token_ids, doc.chunk_keys)))
         hint = RoutingHint(chunk_keys=tuple(k for _, k in chunks), chunk_tokens=tuple(len(i) for i, _ in chunks),
                            total_tokens=sum(len(i) for i, _ in chunks))
@@ -286,12 +294,12 @@ class Ingress:
                            "model", "model_not_found")
 
     @staticmethod
-    async def _off_loop(executor: ThreadPoolExecutor, fn, *args):
+    async def _off_loop(executor: ThreadPoolExecutor, fn, *args, param: str | None = None):
         """Run blocking work off the event loop; a ValueError from it is the client's 400."""
         try:
             return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
         except ValueError as e:
-            raise bad_request(str(e)) from None
+            raise bad_request(str(e), param) from None
 
     def _finished(self, endpoint: Endpoint, stats: RequestStats, ttft: float | None, arrival: float) -> None:
         self._count(endpoint, 200)
