@@ -104,7 +104,7 @@ class RefCache(Generic[V]):
         self._lru = LruBytes(budget_bytes)
         self._values: dict[str, V] = {}
         self._touched: list[str] = []
-        self.since = 0
+        self.since = -1  # before any reply: the first one resets the cache instead of replaying the log
 
     def __len__(self) -> int:
         return len(self._values)

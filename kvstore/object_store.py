@@ -34,10 +34,10 @@ import ray.exceptions
 import torch
 
 from kvstore import codec
+from kvstore.cluster_index import ClusterIndex, RefCache
 from kvstore.config import StoreConfig
 from kvstore.errors import TierError
 from kvstore.keys import ChunkKey
-from kvstore.cluster_index import ClusterIndex, RefCache
 from kvstore.tensors import dtype_name, payload_view, tensor_from_payload
 from kvstore.tier import Evicted, PutResult, Tier
 

@@ -125,10 +125,11 @@ class TieredStore:
         """Wait for the background persistent writes; False on timeout."""
         return self._writer.flush(timeout_s) if self._writer is not None else True
 
-    def close(self) -> None:
-        """Finish background writes and release local resources (shared data stays)."""
+    def close(self, timeout_s: float | None = None) -> None:
+        """Finish background writes (waiting at most ``timeout_s``) and release local
+        resources; shared data stays."""
         if self._writer is not None:
-            self._writer.close()
+            self._writer.close(timeout_s)
         for tier in self.tiers:
             tier.close()
 
