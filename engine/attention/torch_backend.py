@@ -1,10 +1,18 @@
-"""The reference attention backend: plain torch, CPU or GPU, one SDPA call per query segment.
+"""The reference attention backend: plain torch, CPU or GPU, dense masks per group of rows.
 
-Slow but obviously correct; every fast backend is tested against it. Decode segments (one row
-each) are batched into one padded call so batch decoding does not pay a per-request loop.
+Obviously correct and reasonably quick on a CPU; every fast backend is tested against it.
+
+Planning groups the step's query segments so each group is one SDPA call:
+- single-row segments (decode rows, 1-token recompute runs) share one padded call, each row
+  over its own page table;
+- consecutive multi-row segments whose page tables are prefixes of one another (the runs of
+  one sequence: a prefill piece, or a link-recompute pass's runs) share one call over the
+  longest page table, each row masked to the KV its position may see.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -12,63 +20,78 @@ import torch.nn.functional as F
 from engine.attention.base import AttentionBackend, AttentionMetadata
 
 
+@dataclass(slots=True)
+class _Group:
+    rows: slice | torch.Tensor  # the group's query rows in the batch
+    pages: torch.Tensor  # [B, max_pages] int64 page table(s)
+    visible: torch.Tensor  # [B, R, max_pages * block_size] bool: which KV slots each row sees
+
+
 class TorchAttentionBackend(AttentionBackend):
-    """Gathers each segment's KV from the pages and runs masked SDPA."""
+    """Gathers KV from the pages once per group and runs masked SDPA."""
 
     def plan(self, meta: AttentionMetadata) -> None:
-        self.meta = meta
-        qo = meta.qo_indptr_cpu
-        pages = meta.kv_page_indices.long()
-        # Per segment: rows, KV length, the page ids holding its KV.
-        self._segments = [
-            (qo[s], qo[s + 1], meta.kv_lens_cpu[s], pages[meta.kv_page_indptr_cpu[s] : meta.kv_page_indptr_cpu[s + 1]])
-            for s in range(meta.num_segments)
-        ]
-        decode = [s for s, (lo, hi, _, _) in enumerate(self._segments) if hi - lo == 1]
-        self._decode_ids = decode if len(decode) > 1 else []
-        self._other_ids = [s for s in range(meta.num_segments) if s not in set(self._decode_ids)]
-        if self._decode_ids:
-            self._decode_plan = self._plan_decode(meta)
-
-    def _plan_decode(self, meta: AttentionMetadata):
-        """Padded page table + key mask for all single-row segments (built once per step)."""
-        bs = meta.block_size
-        segs = [self._segments[s] for s in self._decode_ids]
-        max_pages = max(len(p) for _, _, _, p in segs)
-        table = torch.zeros(len(segs), max_pages, dtype=torch.long)
-        valid = torch.zeros(len(segs), max_pages * bs, dtype=torch.bool)
-        for i, (_, _, kv_len, p) in enumerate(segs):
-            table[i, : len(p)] = p.cpu()
-            valid[i, :kv_len] = True
+        qo, indptr = meta.qo_indptr_cpu, meta.kv_page_indptr_cpu
+        pages_cpu = meta.kv_page_indices.cpu().long()
         device = meta.positions.device
-        rows = torch.tensor([lo for lo, _, _, _ in segs], dtype=torch.long, device=device)
-        return rows, table.to(device), valid.to(device)
+        bs = meta.block_size
+        singles: list[int] = []
+        runs: list[list[int]] = []  # groups of consecutive multi-row segments
+        for s in range(meta.num_segments):
+            if qo[s + 1] - qo[s] == 1:
+                singles.append(s)
+            elif runs and self._extends(runs[-1][-1], s, meta, pages_cpu):
+                runs[-1].append(s)
+            else:
+                runs.append([s])
+        self._groups = [self._plan_run(g, meta, pages_cpu, device) for g in runs]
+        if singles:
+            pages = [pages_cpu[indptr[s] : indptr[s + 1]] for s in singles]
+            width = max(len(p) for p in pages)
+            table = torch.zeros(len(singles), width, dtype=torch.long)
+            visible = torch.zeros(len(singles), 1, width * bs, dtype=torch.bool)
+            for i, (s, p) in enumerate(zip(singles, pages)):
+                table[i, : len(p)] = p
+                visible[i, 0, : meta.kv_lens_cpu[s]] = True
+            rows = torch.tensor([qo[s] for s in singles], dtype=torch.long, device=device)
+            self._groups.append(_Group(rows, table.to(device), visible.to(device)))
+
+    @staticmethod
+    def _extends(prev: int, s: int, meta: AttentionMetadata, pages: torch.Tensor) -> bool:
+        """Segment s continues prev's rows and one page table is a prefix of the other."""
+        if s != prev + 1:
+            return False
+        indptr = meta.kv_page_indptr_cpu
+        a, b = pages[indptr[prev] : indptr[prev + 1]], pages[indptr[s] : indptr[s + 1]]
+        n = min(len(a), len(b))
+        return bool(torch.equal(a[:n], b[:n]))
+
+    def _plan_run(self, segs: list[int], meta: AttentionMetadata, pages: torch.Tensor, device) -> _Group:
+        qo, indptr, bs = meta.qo_indptr_cpu, meta.kv_page_indptr_cpu, meta.block_size
+        longest = max(segs, key=lambda s: indptr[s + 1] - indptr[s])
+        table = pages[indptr[longest] : indptr[longest + 1]]
+        # Row i of a q-row segment with KV length L sees slots < L - q + i + 1.
+        limits = torch.cat([
+            torch.arange(meta.kv_lens_cpu[s] - (qo[s + 1] - qo[s]) + 1, meta.kv_lens_cpu[s] + 1) for s in segs
+        ])
+        visible = torch.arange(len(table) * bs)[None, :] < limits[:, None]
+        rows = slice(qo[segs[0]], qo[segs[-1] + 1])
+        return _Group(rows, table[None].to(device), visible[None].to(device))
 
     def forward(self, q: torch.Tensor, kv_cache: torch.Tensor) -> torch.Tensor:
         # q: [N, Hq, D]; kv_cache: [num_blocks, 2, block_size, Hkv, D]
         out = torch.empty_like(q)
         group = self.num_q_heads // self.num_kv_heads
-        for s in self._other_ids:
-            lo, hi, kv_len, pages = self._segments[s]
-            kv = kv_cache[pages].transpose(0, 1).reshape(2, -1, self.num_kv_heads, self.head_dim)[:, :kv_len]
-            k = kv[0].transpose(0, 1).repeat_interleave(group, dim=0)  # [Hq, kv_len, D]
-            v = kv[1].transpose(0, 1).repeat_interleave(group, dim=0)
-            num_q = hi - lo
-            # Bottom-right causal: row i sees KV positions < kv_len - num_q + i + 1.
-            mask = torch.ones(num_q, kv_len, dtype=torch.bool, device=q.device).tril(kv_len - num_q)
-            o = F.scaled_dot_product_attention(
-                q[lo:hi].transpose(0, 1), k.to(q.dtype), v.to(q.dtype), attn_mask=mask, scale=self.scale
-            )
-            out[lo:hi] = o.transpose(0, 1)
-        if self._decode_ids:
-            rows, table, valid = self._decode_plan
-            b = rows.numel()
-            kv = kv_cache[table]  # [B, max_pages, 2, bs, Hkv, D]
+        for g in self._groups:
+            b, width = g.pages.shape
+            kv = kv_cache[g.pages]  # [B, width, 2, bs, Hkv, D]
             kv = kv.permute(2, 0, 4, 1, 3, 5).reshape(2, b, self.num_kv_heads, -1, self.head_dim)
             k = kv[0].repeat_interleave(group, dim=1).to(q.dtype)  # [B, Hq, L, D]
             v = kv[1].repeat_interleave(group, dim=1).to(q.dtype)
-            o = F.scaled_dot_product_attention(
-                q[rows].unsqueeze(2), k, v, attn_mask=valid[:, None, None, :], scale=self.scale
-            )  # [B, Hq, 1, D]
-            out[rows] = o.squeeze(2)
+            if isinstance(g.rows, slice):
+                qg = q[g.rows].transpose(0, 1)[None]  # [1, Hq, R, D]
+            else:
+                qg = q[g.rows][:, :, None, :]  # [B, Hq, 1, D]
+            o = F.scaled_dot_product_attention(qg, k, v, attn_mask=g.visible[:, None], scale=self.scale)
+            out[g.rows] = o[0].transpose(0, 1) if isinstance(g.rows, slice) else o[:, :, 0]
         return out
