@@ -72,12 +72,31 @@ def p(samples: list[float], q: float) -> float:
 
 def row(tier: str, size_mib: int, op: str, ours: list[float], raw: list[float]) -> list:
     gbps = lambda samples: size_mib * MiB / (p(samples, 50) / 1e3) / 1e9  # noqa: E731
-    return [tier, size_mib, op, p(ours, 50), p(ours, 99), gbps(ours), p(raw, 50), p(raw, 99), gbps(raw),
-            p(ours, 50) / p(raw, 50)]
+    return [
+        tier,
+        size_mib,
+        op,
+        p(ours, 50),
+        p(ours, 99),
+        gbps(ours),
+        p(raw, 50),
+        p(raw, 99),
+        gbps(raw),
+        p(ours, 50) / p(raw, 50),
+    ]
 
 
-def bench_tier(name: str, tier, raw_put: Callable, raw_get: Callable, sizes: list[int], reps: list[int]) -> list[list]:
-    """Ours (``tier``) and raw (``raw_put(key, array)`` / ``raw_get(key)``) for every size."""
+def bench_tier(
+    name: str,
+    tier,
+    raw_put: Callable,
+    raw_get: Callable,
+    sizes: list[int],
+    reps: list[int],
+    raw_cleanup: Callable[[], None] = lambda: None,
+) -> list[list]:
+    """Ours (``tier``) and raw (``raw_put(key, array)`` / ``raw_get(key)``) for every size;
+    ``raw_cleanup()`` frees the raw objects after each size."""
     rows = []
     for size_mib, n in zip(sizes, reps):
         kv = make_chunk(size_mib, size_mib)
@@ -92,6 +111,7 @@ def bench_tier(name: str, tier, raw_put: Callable, raw_get: Callable, sizes: lis
         assert torch.equal(tier.get(keys[0]).view(torch.int16), kv.view(torch.int16))
         rows += [row(name, size_mib, "put", ours_put, raw_put_s), row(name, size_mib, "get", ours_get, raw_get_s)]
         tier.delete_many(keys)
+        raw_cleanup()
         print(f"  {name} {size_mib} MiB done", flush=True)
     return rows
 
@@ -101,13 +121,19 @@ def bench_object_store(sizes: list[int], reps: list[int]) -> tuple[list[list], l
 
     from kvstore.object_store import ObjectStoreTier
 
-    ray.init(address="local", num_cpus=2, object_store_memory=OBJECT_STORE_BYTES, include_dashboard=False,
-             log_to_driver=False, _temp_dir=tempfile.mkdtemp(prefix="ray-b-", dir="/tmp"))
+    ray.init(
+        address="local",
+        num_cpus=2,
+        object_store_memory=OBJECT_STORE_BYTES,
+        include_dashboard=False,
+        log_to_driver=False,
+        _temp_dir=tempfile.mkdtemp(prefix="ray-b-", dir="/tmp"),
+    )
     config = StoreConfig(object_store_bytes=TIER_BUDGET_BYTES, directory_actor_name=f"bench-{uuid.uuid4().hex[:6]}")
     tier = ObjectStoreTier(config, FP)
     # A second client of the same directory without a ref cache: every get is a directory round trip.
     uncached = ObjectStoreTier(dataclasses.replace(config, object_store_ref_cache_bytes=0), FP)
-    refs: dict[str, object] = {}  # name -> ObjectRef: all raw objects stay alive (~440 MiB at the defaults)
+    refs: dict[str, object] = {}  # name -> ObjectRef of the current size's raw objects
 
     def raw_put(name, array):
         refs[name] = ray.put(array)
@@ -117,7 +143,7 @@ def bench_object_store(sizes: list[int], reps: list[int]) -> tuple[list[list], l
 
     try:
         tier.get(chunk_key(FP, [0]))  # start the directory actor
-        rows = bench_tier("object_store", tier, raw_put, raw_get, sizes, reps)
+        rows = bench_tier("object_store", tier, raw_put, raw_get, sizes, reps, refs.clear)
         batch_rows = []
         for size_mib, n in zip(sizes, reps):
             kv = make_chunk(size_mib, 2)
@@ -128,7 +154,6 @@ def bench_object_store(sizes: list[int], reps: list[int]) -> tuple[list[list], l
             raw = timed(lambda i: ray.get(raw_ref), n)
             rows.append(row("object_store", size_mib, "get, no ref cache", cold, raw))
             tier.delete(k)
-            del raw_ref
             if size_mib * 8 * MiB > TIER_BUDGET_BYTES // 2:
                 continue
             kv = make_chunk(size_mib, 1)
@@ -137,10 +162,10 @@ def bench_object_store(sizes: list[int], reps: list[int]) -> tuple[list[list], l
             batch = timed(lambda i: tier.get_many(keys), n)
             raw_refs = [ray.put(payload_view(kv)) for _ in keys]
             raw = timed(lambda i: ray.get(raw_refs), n)
-            batch_rows.append(["object_store", size_mib, "get_many x8", p(batch, 50) / 8, p(raw, 50) / 8,
-                               p(batch, 50) / p(raw, 50)])
+            batch_rows.append(
+                ["object_store", size_mib, "get_many x8", p(batch, 50) / 8, p(raw, 50) / 8, p(batch, 50) / p(raw, 50)]
+            )
             tier.delete_many(keys)
-            del raw_refs
         return rows, batch_rows
     finally:
         tier.destroy_directory()
@@ -158,12 +183,20 @@ def bench_s3(sizes: list[int], reps: list[int]) -> list[list]:
 
     port = free_port()
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench")
     try:
-        config = StoreConfig(persistent="s3://bench/store", s3_endpoint_url=f"http://127.0.0.1:{port}",
-                             s3_region="us-east-1", object_store_bytes=0)
+        config = StoreConfig(
+            persistent="s3://bench/store",
+            s3_endpoint_url=f"http://127.0.0.1:{port}",
+            s3_region="us-east-1",
+            object_store_bytes=0,
+        )
         client = make_s3_client(config)
         for _ in range(100):
             try:
@@ -173,10 +206,12 @@ def bench_s3(sizes: list[int], reps: list[int]) -> list[list]:
                 time.sleep(0.1)
         tier = BlobTier("s3", S3Blobs(client, "bench", "store", config), FP)
         return bench_tier(
-            "s3", tier,
+            "s3",
+            tier,
             lambda name, array: client.put_object(Bucket="bench", Key=f"raw/{name}", Body=array.tobytes()),
             lambda name: client.get_object(Bucket="bench", Key=f"raw/{name}")["Body"].read(),
-            sizes, reps,
+            sizes,
+            reps,
         )
     finally:
         server.terminate()
@@ -213,8 +248,18 @@ def bench_codec(sizes: list[int], reps: list[int]) -> list[list]:
         framing = timed(lambda i: codec.check_payload(codec.decode_head(enc.head, key, FP), payload, False), n)
         checksum = timed(lambda i: codec.payload_checksum(payload), n)
         m = p(memcpy, 50)
-        rows.append([size_mib, m, p(encode, 50), p(decode, 50), p(framing, 50), p(checksum, 50),
-                     f"{100 * p(framing, 50) / m:.1f}%", f"{100 * p(decode, 50) / m:.0f}%"])
+        rows.append(
+            [
+                size_mib,
+                m,
+                p(encode, 50),
+                p(decode, 50),
+                p(framing, 50),
+                p(checksum, 50),
+                f"{100 * p(framing, 50) / m:.1f}%",
+                f"{100 * p(decode, 50) / m:.0f}%",
+            ]
+        )
     return rows
 
 
@@ -231,20 +276,48 @@ def main() -> None:
     print("## Setup")
     for k, v in machine_description(torch.device("cpu")).items():
         print(f"- {k}: {v}")
-    print(f"- CPU cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at start (a shared machine is noisy); "
-          f"chunk sizes {args.sizes_mib} MiB, repetitions {args.reps} (+1 warm-up; codec x4)")
-    print(f"- Ray object store {OBJECT_STORE_BYTES // MiB} MiB, our tier's budget {TIER_BUDGET_BYTES // MiB} MiB; "
-          f"S3 = moto server (own process, 127.0.0.1); dir = {tempfile.gettempdir()} (page cache, no fsync)")
+    print(
+        f"- CPU cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at start (a shared machine is noisy); "
+        f"chunk sizes {args.sizes_mib} MiB, repetitions {args.reps} (+1 warm-up; codec x4)"
+    )
+    print(
+        f"- Ray object store {OBJECT_STORE_BYTES // MiB} MiB, our tier's budget {TIER_BUDGET_BYTES // MiB} MiB; "
+        f"S3 = moto server (own process, 127.0.0.1); dir = {tempfile.gettempdir()} (page cache, no fsync)"
+    )
     print(flush=True)
 
     tables = []
     if "codec" in args.tiers:
-        tables.append(("Codec vs memcpy (ms, p50)", markdown_table(
-            ["MiB", "memcpy", "encode (xxh3)", "decode (verified)", "decode without checksum", "xxh3 alone",
-             "unverified decode / memcpy", "verified decode / memcpy"],
-            bench_codec(args.sizes_mib, [4 * n for n in args.reps]))))
-    headers = ["tier", "MiB", "op", "ours p50 ms", "ours p99 ms", "ours GB/s", "raw p50 ms", "raw p99 ms",
-               "raw GB/s", "ours/raw p50"]
+        tables.append(
+            (
+                "Codec vs memcpy (ms, p50)",
+                markdown_table(
+                    [
+                        "MiB",
+                        "memcpy",
+                        "encode (xxh3)",
+                        "decode (verified)",
+                        "decode without checksum",
+                        "xxh3 alone",
+                        "unverified decode / memcpy",
+                        "verified decode / memcpy",
+                    ],
+                    bench_codec(args.sizes_mib, [4 * n for n in args.reps]),
+                ),
+            )
+        )
+    headers = [
+        "tier",
+        "MiB",
+        "op",
+        "ours p50 ms",
+        "ours p99 ms",
+        "ours GB/s",
+        "raw p50 ms",
+        "raw p99 ms",
+        "raw GB/s",
+        "ours/raw p50",
+    ]
     rows: list[list] = []
     batch_rows: list[list] = []
     if "object_store" in args.tiers:
@@ -255,11 +328,16 @@ def main() -> None:
     if "s3" in args.tiers:
         rows += bench_s3(args.sizes_mib, args.reps)
     if rows:
-        tables.append(("Tiers vs raw baselines (p99 = slowest of the repetitions at these counts)",
-                       markdown_table(headers, rows)))
+        tables.append(
+            ("Tiers vs raw baselines (p99 = slowest of the repetitions at these counts)", markdown_table(headers, rows))
+        )
     if batch_rows:
-        tables.append(("Object store, batched get of 8 chunks (ms per chunk, p50)", markdown_table(
-            ["tier", "MiB", "op", "ours", "raw ray.get(list)", "ours/raw"], batch_rows)))
+        tables.append(
+            (
+                "Object store, batched get of 8 chunks (ms per chunk, p50)",
+                markdown_table(["tier", "MiB", "op", "ours", "raw ray.get(list)", "ours/raw"], batch_rows),
+            )
+        )
     for title, table in tables:
         print(f"## {title}\n\n{table}\n")
 

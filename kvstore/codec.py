@@ -91,12 +91,16 @@ def check_shape(dtype: str, shape: tuple[int, ...]) -> None:
         raise ValueError(f"KV shape must be [num_layers, 2, num_tokens, num_kv_heads, head_dim] > 0, got {list(shape)}")
 
 
-def make_header(key: ChunkKey, model_fingerprint: str, dtype: str, shape: tuple[int, ...], payload: memoryview) -> ChunkHeader:
+def make_header(
+    key: ChunkKey, model_fingerprint: str, dtype: str, shape: tuple[int, ...], payload: memoryview
+) -> ChunkHeader:
     """Describe ``payload`` (the C-order bytes of a KV tensor) and checksum it."""
     check_shape(dtype, shape)
     header = ChunkHeader(key, model_fingerprint, dtype, tuple(int(d) for d in shape), payload_checksum(payload))
     if header.payload_nbytes != payload.nbytes:
-        raise ValueError(f"payload has {payload.nbytes} bytes, shape {list(shape)} of {dtype} needs {header.payload_nbytes}")
+        raise ValueError(
+            f"payload has {payload.nbytes} bytes, shape {list(shape)} of {dtype} needs {header.payload_nbytes}"
+        )
     return header
 
 
@@ -119,7 +123,9 @@ def encode_head(header: ChunkHeader) -> bytes:
     return _PREFIX.pack(MAGIC, len(body), xxhash.xxh32_intdigest(body), 0) + body + bytes(padding)
 
 
-def encode(key: ChunkKey, model_fingerprint: str, dtype: str, shape: tuple[int, ...], payload: memoryview) -> EncodedChunk:
+def encode(
+    key: ChunkKey, model_fingerprint: str, dtype: str, shape: tuple[int, ...], payload: memoryview
+) -> EncodedChunk:
     """Frame ``payload`` for storage. No payload copy: the result views the caller's memory."""
     payload = memoryview(payload).cast("B")
     return EncodedChunk(encode_head(make_header(key, model_fingerprint, dtype, shape, payload)), payload)
@@ -176,9 +182,7 @@ def _check_identity(header: ChunkHeader, key: ChunkKey, model_fingerprint: str) 
     if header.key != key:
         raise CorruptChunkError(f"stored chunk is for key {header.key!r}, not {key!r}")
     if header.model_fingerprint != model_fingerprint:
-        raise CorruptChunkError(
-            f"stored chunk is for model {header.model_fingerprint!r}, not {model_fingerprint!r}"
-        )
+        raise CorruptChunkError(f"stored chunk is for model {header.model_fingerprint!r}, not {model_fingerprint!r}")
 
 
 def decode_head(head: bytes | memoryview, key: ChunkKey, model_fingerprint: str) -> ChunkHeader:

@@ -110,7 +110,9 @@ class StoreConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"StoreConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.s3_multipart_chunk_bytes < 5 * MiB:
-            raise ValueError(f"StoreConfig.s3_multipart_chunk_bytes must be >= 5 MiB (S3's smallest part), got {self.s3_multipart_chunk_bytes}")
+            raise ValueError(
+                f"StoreConfig.s3_multipart_chunk_bytes must be >= 5 MiB (S3's smallest part), got {self.s3_multipart_chunk_bytes}"
+            )
         if self.s3_multipart_threshold_bytes < self.s3_multipart_chunk_bytes:
             raise ValueError("StoreConfig.s3_multipart_threshold_bytes must be >= s3_multipart_chunk_bytes")
         if not self.directory_actor_name or not self.directory_actor_namespace:

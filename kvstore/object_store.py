@@ -60,7 +60,9 @@ class ChunkDirectory:
         self._index: ClusterIndex[ray.ObjectRef] = ClusterIndex(budget_bytes)
         self._lock = threading.Lock()
 
-    def adopt(self, key: str, head: bytes, payload: np.ndarray, touched: list[str], since: int) -> tuple[Victims | None, Changes]:
+    def adopt(
+        self, key: str, head: bytes, payload: np.ndarray, touched: list[str], since: int
+    ) -> tuple[Victims | None, Changes]:
         """Own a copy of one chunk (after applying the caller's touches). Returns the evicted
         entries (None if the chunk exceeds the whole budget) and the caller's log catch-up."""
         nbytes = len(head) + payload.nbytes
@@ -77,7 +79,9 @@ class ChunkDirectory:
             victims = [(k, e.nbytes, [e.value]) for k, e in evicted]
             return victims, self._index.changes_since(since)
 
-    def lookup(self, keys: list[str], touched: list[str], since: int) -> tuple[list[tuple[int, list[ray.ObjectRef]] | None], Changes]:
+    def lookup(
+        self, keys: list[str], touched: list[str], since: int
+    ) -> tuple[list[tuple[int, list[ray.ObjectRef]] | None], Changes]:
         """(nbytes, [ref]) of each key (None where absent), marking them most recently used."""
         with self._lock:
             self._index.touch(touched)
@@ -172,7 +176,9 @@ class ObjectStoreTier(Tier):
         missing = [i for i, ref in enumerate(refs) if ref is None]
         if missing:
             touched, since = self._outgoing()
-            entries, (seq, dropped) = self._wait(self._directory.lookup.remote([keys[i] for i in missing], touched, since))
+            entries, (seq, dropped) = self._wait(
+                self._directory.lookup.remote([keys[i] for i in missing], touched, since)
+            )
             with self._lock:
                 self._cache.apply(seq, dropped)
                 for i, entry in zip(missing, entries):
@@ -201,7 +207,9 @@ class ObjectStoreTier(Tier):
         calls = []
         for key, kv in items:
             payload = payload_view(kv)
-            head = codec.encode_head(codec.make_header(key, self.model_fingerprint, dtype_name(kv), tuple(kv.shape), payload))
+            head = codec.encode_head(
+                codec.make_header(key, self.model_fingerprint, dtype_name(kv), tuple(kv.shape), payload)
+            )
             calls.append(self._directory.adopt.remote(key, head, payload, touched, since))
             touched = []
         results = []

@@ -86,7 +86,9 @@ class DocumentRegistry:
     def put(self, record: DocumentRecord) -> None:
         """Store ``record`` (replacing one with the same id)."""
         if record.model_fingerprint != self.model_fingerprint:
-            raise ValueError(f"record is for model {record.model_fingerprint!r}, registry for {self.model_fingerprint!r}")
+            raise ValueError(
+                f"record is for model {record.model_fingerprint!r}, registry for {self.model_fingerprint!r}"
+            )
         body = json.dumps({"version": RECORD_VERSION, **asdict(record)}, sort_keys=True).encode()
         self._blobs.put(self._name(record.doc_id), [body])
 

@@ -133,7 +133,9 @@ class S3Blobs:
     def list(self, prefix: str) -> list[str]:
         names = []
         try:
-            pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key_prefix(prefix))
+            pages = self._client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._key_prefix(prefix)
+            )
             for page in pages:
                 names.extend(self._name(obj["Key"]) for obj in page.get("Contents", []))
         except _FAILURES as err:

@@ -33,14 +33,18 @@ def test_persistent_uris(uri, expected):
     assert parse_persistent(uri) == expected
 
 
-@pytest.mark.parametrize("uri,match", [("gs://b/p", "unknown scheme"), ("dir://", "no directory"), ("s3://B_ad/x", "bucket")])
+@pytest.mark.parametrize(
+    "uri,match", [("gs://b/p", "unknown scheme"), ("dir://", "no directory"), ("s3://B_ad/x", "bucket")]
+)
 def test_bad_persistent_uris(uri, match):
     with pytest.raises(ValueError, match=match):
         StoreConfig(persistent=uri)
 
 
 def test_from_dict_names_an_unknown_key():
-    config = StoreConfig.from_dict({"memory_bytes": 1024, "persistent": "s3://bkt/x", "s3_endpoint_url": "http://127.0.0.1:9"})
+    config = StoreConfig.from_dict(
+        {"memory_bytes": 1024, "persistent": "s3://bkt/x", "s3_endpoint_url": "http://127.0.0.1:9"}
+    )
     assert config.memory_bytes == 1024 and config.location.kind == "s3"
     with pytest.raises(ValueError, match="'memory_byts'.*valid keys: memory_bytes"):
         StoreConfig.from_dict({"memory_byts": 1})

@@ -42,7 +42,13 @@ def test_new_process_and_ray_instance_find_everything(directory_actor, s3_server
 
     fields = {name: {f: getattr(c, f) for f in c.__dataclass_fields__} for name, c in configs.items()}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests/kvstore/kv_restart_reader.py"), json.dumps(fields), str(tmp_path / "expected.pt"), doc.doc_id],
+        [
+            sys.executable,
+            str(ROOT / "tests/kvstore/kv_restart_reader.py"),
+            json.dumps(fields),
+            str(tmp_path / "expected.pt"),
+            doc.doc_id,
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
