@@ -56,7 +56,9 @@ def load_model(
     model_dir = resolve_model_dir(model)
     spec = load_model_spec(model_dir)
     files = weight_files(model_dir)
-    net = Model(spec, dtype, device)
+    # Built without storage, then allocated uninitialised: every parameter is overwritten by
+    # load_weights (which fails on any missing one), so random initialisation would be wasted.
+    net = Model(spec, dtype, torch.device("meta")).to_empty(device=device)
     load_weights(net, files)
     net.eval()
     tokenizer = None if skip_tokenizer_init else load_tokenizer(model_dir)
