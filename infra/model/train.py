@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
 from infra.model.data import Generator
 from infra.model.prompt import SYSTEM_LINE, answer_ids, answer_text, build_prompt, document_text, question_text
@@ -186,6 +186,9 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("models/epic-tiny"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-from", type=Path,
+                   help="continue from this saved model (tokenizer and architecture flags are then ignored); "
+                        "give a new --seed so the data differ from the first run")
     p.add_argument("--steps", type=int, default=1400)
     p.add_argument("--max-minutes", type=float, default=0.0,
                    help="wall-clock budget; the schedule follows whichever budget runs out first (0: steps only)")
@@ -215,8 +218,13 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     out: Path = args.out
-    tokenizer = build_tokenizer(args)
-    model = build_model(args, tokenizer).to(args.device)
+    if args.init_from:
+        # Continue training a saved model (its own tokenizer and architecture).
+        tokenizer = AutoTokenizer.from_pretrained(args.init_from)
+        model = LlamaForCausalLM.from_pretrained(args.init_from).to(args.device)
+    else:
+        tokenizer = build_tokenizer(args)
+        model = build_model(args, tokenizer).to(args.device)
     num_params = sum(t.numel() for t in model.parameters())
     decay = [t for n, t in model.named_parameters() if t.dim() >= 2]
     no_decay = [t for n, t in model.named_parameters() if t.dim() < 2]
