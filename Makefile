@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Options for `epic serve`, e.g. make serve ARGS="--config my.yaml --port 8001"
 serve: $(STAMP)
-	$(VENV)/bin/epic serve
+	$(VENV)/bin/epic serve $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

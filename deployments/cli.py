@@ -55,10 +55,6 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     config = dataclasses.replace(config, http=http)
 
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-
     import ray
     from ray import serve
 
@@ -69,6 +65,10 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         ray.init(address="local", num_cpus=config.ray.num_cpus, object_store_memory=config.ray.object_store_memory,
                  include_dashboard=False, log_to_driver=False)
+    # After ray.init, which installs its own SIGTERM handler (an abrupt exit).
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     try:
         serve.start(http_options={"host": http.host, "port": http.port})
         serve.run(build(config), name=APP_NAME, route_prefix=http.route_prefix)

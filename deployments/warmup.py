@@ -122,8 +122,52 @@ def load_app_config(path: Path | None) -> AppConfig:
     return load_config(DEFAULT_CONFIG, base_dir=ROOT) if path is None else load_config(path)
 
 
-def run_warmup(options: WarmupOptions, console=sys.stderr) -> WarmupSummary:
+@dataclass
+class WorkerPool:
+    """Engine workers for one serving config, started and ready (reusable by several runs)."""
+
+    handles: list  # Ray actor handles of CompileWorker
+    device: str
+
+    def close(self) -> None:
+        import ray
+
+        for handle in self.handles:
+            ray.kill(handle)
+
+
+def start_workers(config: AppConfig, options: WarmupOptions) -> WorkerPool:
+    """Start ``options.workers`` workers (Ray must be connected) and wait until they are ready.
+
+    Raises:
+        ValueError: a worker could not start (e.g. the model cannot be loaded).
+    """
+    import ray
+    from ray.exceptions import RayActorError
+
+    num_gpus = ray.cluster_resources().get("GPU", 0)
+    device = options.device if options.device != "auto" else ("cuda" if num_gpus >= 1 else "cpu")
+    num_workers = options.workers or (int(num_gpus) if device == "cuda" else 1) or 1
+    actor = ray.remote(CompileWorker).options(num_cpus=1, num_gpus=1 if device == "cuda" else 0, max_restarts=1)
+    engine_config = warmup_engine_config(config.engine, device)
+    pool = WorkerPool([actor.remote(engine_config, config.store, options.write_threads) for _ in range(num_workers)],
+                      device)
+    try:
+        ray.get([h.__ray_ready__.remote() for h in pool.handles])
+    except RayActorError as e:
+        pool.close()
+        raise ValueError(f"the warm-up workers could not start: {e}") from None
+    return pool
+
+
+def run_warmup(options: WarmupOptions, console=sys.stderr, pool: WorkerPool | None = None) -> WarmupSummary:
     """Run the job to the end and return its summary.
+
+    Args:
+        options: what to warm up, and how.
+        console: where the progress bar and problems go.
+        pool: workers started by :func:`start_workers` for the same config (Ray connected); by
+            default the run connects to Ray, starts its own workers and stops them at the end.
 
     Raises:
         ValueError: a bad config, corpus location or option (nothing was compiled).
@@ -133,30 +177,26 @@ def run_warmup(options: WarmupOptions, console=sys.stderr) -> WarmupSummary:
         raise ValueError("the config's store has no persistent location (store.persistent): "
                          "the serving app could not find what a warm-up wrote")
     corpus = Corpus(options.corpus, S3Access.like_store(config.store, options.s3_endpoint_url))
-    import ray
-
-    started = _connect(options, config)
-    workers = []
+    started = _connect(options, config) if pool is None else False
+    own = None
     try:
-        device = _pick_device(options.device, ray.cluster_resources().get("GPU", 0))
-        num_workers = options.workers or (int(ray.cluster_resources().get("GPU", 0)) if device == "cuda" else 1) or 1
-        engine_config = warmup_engine_config(config.engine, device)
-        actor = ray.remote(CompileWorker).options(num_cpus=1, num_gpus=1 if device == "cuda" else 0, max_restarts=1)
-        workers = [actor.remote(engine_config, config.store, options.write_threads) for _ in range(num_workers)]
-        _wait_ready(workers)
+        if pool is None:
+            pool = own = start_workers(config, options)
         log = ProblemLog(options.errors, console)
         start = time.perf_counter()
         try:
-            counts = _dispatch(corpus, workers, options.batch_docs, log, options.progress, corpus.num_rows(), console)
+            counts = _dispatch(corpus, pool.handles, options.batch_docs, log, options.progress, corpus.num_rows(),
+                               console)
         finally:
             log.close()
-        summary = WarmupSummary(counts, time.perf_counter() - start, num_workers, device)
+        return WarmupSummary(counts, time.perf_counter() - start, len(pool.handles), pool.device)
     finally:
-        for w in workers:
-            ray.kill(w)
+        if own is not None:
+            own.close()
         if started:
+            import ray
+
             ray.shutdown()
-    return summary
 
 
 def _connect(options: WarmupOptions, config: AppConfig) -> bool:
@@ -171,23 +211,6 @@ def _connect(options: WarmupOptions, config: AppConfig) -> bool:
     ray.init(address="local", num_cpus=max(config.ray.num_cpus, options.workers),
              object_store_memory=config.ray.object_store_memory, include_dashboard=False, log_to_driver=False)
     return True
-
-
-def _wait_ready(workers: Sequence) -> None:
-    """Block until every worker has loaded its engine; a worker that cannot is a bad config."""
-    import ray
-    from ray.exceptions import RayActorError
-
-    try:
-        ray.get([w.__ray_ready__.remote() for w in workers])
-    except RayActorError as e:
-        raise ValueError(f"the warm-up workers could not start: {e}") from None
-
-
-def _pick_device(device: str, num_gpus: float) -> str:
-    if device == "auto":
-        return "cuda" if num_gpus >= 1 else "cpu"
-    return device
 
 
 def _batches(corpus: Iterable[CorpusDocument | BadRecord], size: int, on_bad) -> Iterable[list[CorpusDocument]]:

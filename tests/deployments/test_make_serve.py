@@ -1,0 +1,106 @@
+"""`make serve` in a subprocess: it starts, says where it listens, answers, and stops cleanly
+on SIGTERM leaving no process behind."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+from conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL = ROOT / "models" / "epic-tiny"
+STARTUP_TIMEOUT_S = 240
+
+
+def children(pid: int) -> list[int]:
+    """All descendants of ``pid`` (from /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def serve_args(tiny_model_dir: Path, tmp_path: Path, port: int) -> str:
+    """The embedded default; until models/epic-tiny exists, the same config on the test model."""
+    if (DEFAULT_MODEL / "config.json").is_file():
+        return f"--port {port}"
+    config = yaml.safe_load((ROOT / "infra" / "local.yaml").read_text())
+    config["engine"]["model"] = str(tiny_model_dir)
+    config["store"]["persistent"] = f"dir://{tmp_path / 'store'}"
+    path = tmp_path / "local.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return f"--config {path} --port {port}"
+
+
+def test_make_serve_starts_answers_and_stops(tiny_model_dir, tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # -o: the venv exists already (reinstalling would need the network).
+    proc = subprocess.Popen(["make", "-s", "-o", ".venv/.installed", "serve",
+                             f"ARGS={serve_args(tiny_model_dir, tmp_path, port)}"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    seen = []
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        banner = f"epic-serve listening on http://127.0.0.1:{port}"
+        while not any(banner in line for line in seen):
+            assert proc.poll() is None, "".join(seen)
+            assert time.monotonic() < deadline, "no startup line:\n" + "".join(seen)
+            try:
+                seen.append(lines.get(timeout=1))
+            except queue.Empty:
+                pass
+        assert "(model epic-tiny, 1 replica)" in next(line for line in seen if banner in line)
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/completions",
+                       json={"model": "epic-tiny", "prompt": "Once upon a time", "max_tokens": 5}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["completion_tokens"] >= 1
+    finally:
+        family = children(proc.pid)
+        epic = [pid for pid in family if b"bin/epic\0serve" in cmdline(pid)]
+        assert len(epic) == 1, "".join(seen)
+        os.kill(epic[0], signal.SIGTERM)
+        code = proc.wait(timeout=90)
+        while not lines.empty():
+            seen.append(lines.get())
+        assert code == 0, "".join(seen)
+        assert any("epic-serve stopping" in line for line in seen), "".join(seen)
+        deadline = time.monotonic() + 60
+        while any(alive(pid) for pid in family) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not [pid for pid in family if alive(pid)], "processes left behind"
