@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 from kvstore.blobs import BlobStore, MemoryBlobs
 from kvstore.config import StoreConfig
@@ -34,18 +36,22 @@ def build_store(config: StoreConfig, model_fingerprint: str) -> TieredStore:
     if not model_fingerprint:
         raise ValueError("model_fingerprint must be a non-empty string")
     memory = MemoryTier(config.memory_bytes) if config.memory_bytes > 0 else None
-    cluster: Tier | None = None
-    if config.object_store_bytes > 0:
-        # Imported here so that processes without the cluster tier never import Ray.
-        from kvstore import object_store
-
-        if object_store.ray_available():
-            cluster = object_store.ObjectStoreTier(config, model_fingerprint)
-        else:
-            logger.info("Ray is not running: the chunk store has no object-store tier")
+    cluster = _cluster_tier(config, model_fingerprint) if config.object_store_bytes > 0 else None
     blobs = open_blobs(config)
     persistent = BlobTier(config.location.kind, blobs, model_fingerprint) if blobs is not None else None
     return TieredStore(memory, cluster, persistent, config.write_queue_size)
+
+
+def _cluster_tier(config: StoreConfig, model_fingerprint: str) -> Tier | None:
+    # A process that never imported Ray is not connected to it (only RAY_ADDRESS could connect
+    # it), so it need not pay for importing Ray just to find out.
+    if "ray" in sys.modules or os.environ.get("RAY_ADDRESS"):
+        from kvstore import object_store
+
+        if object_store.ray_available():
+            return object_store.ObjectStoreTier(config, model_fingerprint)
+    logger.info("Ray is not running: the chunk store has no object-store tier")
+    return None
 
 
 def build_registry(config: StoreConfig, model_fingerprint: str) -> DocumentRegistry:

@@ -81,7 +81,9 @@ FULL_DISK_SCRIPT = textwrap.dedent(
     from kvstore.config import StoreConfig
 
     root = sys.argv[1]
-    store = build_store(StoreConfig(persistent=root, memory_bytes=0, object_store_bytes=0), FP)
+    # The default object_store_bytes asks for a Ray tier, but no Ray runs in this process.
+    store = build_store(StoreConfig(persistent=root, memory_bytes=0), FP)
+    assert [t.name for t in store.tiers] == ["dir"]
     small, big = make_kv(1, num_tokens=2), make_kv(2, num_tokens=2000)  # 1 KiB and 1 MiB of KV
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)

@@ -58,7 +58,7 @@ def test_new_process_and_ray_instance_find_everything(directory_actor, s3_server
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     for name in ("dir", "s3"):
         assert report[name] == {
-            "has_cluster_tier": True,  # a new, empty object-store tier
+            "has_cluster_tier": name == "dir",  # a new, empty object-store tier
             "first_tiers": [name],  # so every chunk comes from the persistent tier ...
             "second_tiers": ["memory"],  # ... and is promoted
             "bit_exact": True,

@@ -3,12 +3,6 @@ the engine's ChunkSource protocol, and the builder's choices."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from kvstore_helpers import FP, key, make_kv, same_bits
@@ -17,8 +11,6 @@ from engine.chunk_source import ChunkSource
 from kvstore.builder import build_store
 from kvstore.config import StoreConfig
 from kvstore.keys import chunk_key, chunk_object_name, key_from_object_name
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_read_through_promotion_contains_and_delete(tmp_path):
@@ -85,23 +77,10 @@ def test_object_names_round_trip():
         chunk_object_name("../etc")
 
 
-def test_defaults_without_ray_build_memory_and_directory(tmp_path):
-    script = (
-        "import json, sys\n"
-        "from kvstore.builder import build_store\n"
-        "from kvstore.config import StoreConfig\n"
-        "import torch\n"
-        "store = build_store(StoreConfig(), 'fp')\n"
-        "from kvstore.keys import chunk_key\n"
-        "store.put_chunk(chunk_key('fp', [1]), torch.zeros(1, 2, 1, 1, 4))\n"
-        "store.close()\n"
-        "print(json.dumps([t.name for t in store.tiers]))\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == ["memory", "dir"]
-    assert len(list((tmp_path / ".epic-store" / "chunks").rglob("*.kv"))) == 1
+def test_default_persistent_directory_is_relative_to_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = build_store(StoreConfig(object_store_bytes=0), FP)
+    assert [t.name for t in store.tiers] == ["memory", "dir"]
+    store.put_chunk(key(1), make_kv(1))
+    store.close()
+    assert (tmp_path / ".epic-store" / chunk_object_name(key(1))).is_file()
