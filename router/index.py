@@ -10,10 +10,15 @@ Two sources write it, with different authority:
   replica no longer holds, except keys learned from decisions within ``decision_grace_s``
   (the stats may predate them).
 
-Per replica the entries form an LRU of at most ``max_keys_per_replica`` keys, so the index
-cannot grow without bound. Keys are stored in their short form (:func:`router.stats.short_key`).
+Per replica the entries form an LRU that mirrors the replica's own caches: once a replica has
+reported stats, its capacity is taken as the most keys it ever reported holding, and learned
+keys push out the least recently used ones beyond it (as they do on the replica), so the index
+does not go on believing in chunks the replica has long evicted. Keys learned since the last
+stats always stay (the count predates them), and ``max_keys_per_replica`` bounds everything.
+Keys are stored in their short form (:func:`router.stats.short_key`).
 
     replica "a": OrderedDict{ short_key -> _Entry(tier, learned_at) }   oldest ... newest
+                 capacity = max(most keys "a" ever reported, keys learned since its last stats)
     holders:     { short_key -> number of replicas holding it }          (the cluster tier)
 """
 
@@ -49,6 +54,15 @@ class TierTokens(NamedTuple):
 
 
 @dataclass(slots=True)
+class _Capacity:
+    reported_max: int = 0  # most keys the replica ever reported holding
+    learned_since_stats: int = 0  # new keys learned from decisions since its last stats
+
+    def limit(self, max_keys: int) -> int:
+        return min(max_keys, max(self.reported_max, self.learned_since_stats))
+
+
+@dataclass(slots=True)
 class _Entry:
     tier: LocalTier
     # When a routing decision taught us this entry; None once a replica's stats confirmed it.
@@ -78,6 +92,7 @@ class ChunkResidencyIndex:
         self._grace_s = decision_grace_s
         self._clock = clock
         self._replicas: dict[str, OrderedDict[str, _Entry]] = {}
+        self._capacity: dict[str, _Capacity] = {}
         self._holders: dict[str, int] = {}
 
     def replica_ids(self) -> list[str]:
@@ -97,9 +112,13 @@ class ChunkResidencyIndex:
         """Learn that ``replica_id`` will hold the hint's spans on device (it was routed there)."""
         now = self._clock()
         entries = self._entries(replica_id)
+        capacity = self._capacity.get(replica_id)
         for key, _ in hint.spans():
-            self._put(entries, short_key(key), _Entry("gpu", now))
-        self._evict(entries)
+            key = short_key(key)
+            if capacity is not None and key not in entries:
+                capacity.learned_since_stats += 1
+            self._put(entries, key, _Entry("gpu", now))
+        self._evict(replica_id, entries)
 
     def apply_stats(self, replica_id: str, stats: ReplicaStats) -> None:
         """Correct one replica's entries from its published stats (see the module docstring)."""
@@ -118,14 +137,24 @@ class ChunkResidencyIndex:
                     entries.move_to_end(key)
                     continue
                 self._put(entries, key, _Entry(tier, None))
+        # Keys learned from decisions these stats may predate are the newest knowledge.
+        unlisted_recent = sorted(
+            (e.learned_at, k) for k, e in entries.items() if k not in listed and self._is_recent(e, now)
+        )
+        for _, key in unlisted_recent:
+            entries.move_to_end(key)
         if stats.complete:
             gone = [k for k, e in entries.items() if k not in listed and not self._is_recent(e, now)]
             for key in gone:
                 self._drop(entries, key)
-        self._evict(entries)
+        capacity = self._capacity.setdefault(replica_id, _Capacity())
+        capacity.reported_max = max(capacity.reported_max, stats.gpu_count + stats.host_count)
+        capacity.learned_since_stats = len(unlisted_recent)
+        self._evict(replica_id, entries)
 
     def remove_replica(self, replica_id: str) -> None:
         """Forget a replica (it died or was scaled down)."""
+        self._capacity.pop(replica_id, None)
         for key in self._replicas.pop(replica_id, {}):
             self._release_holder(key)
 
@@ -167,8 +196,10 @@ class ChunkResidencyIndex:
         del entries[key]
         self._release_holder(key)
 
-    def _evict(self, entries: OrderedDict[str, _Entry]) -> None:
-        while len(entries) > self._max_keys:
+    def _evict(self, replica_id: str, entries: OrderedDict[str, _Entry]) -> None:
+        capacity = self._capacity.get(replica_id)
+        limit = self._max_keys if capacity is None else capacity.limit(self._max_keys)
+        while len(entries) > limit:
             key, _ = entries.popitem(last=False)
             self._release_holder(key)
 

@@ -93,11 +93,6 @@ class CacheAwareRequestRouter(RequestRouter):
         # internal request id -> (replica chosen, reason)
         self._pending: OrderedDict[str, tuple[str, str]] = OrderedDict()
 
-    @property
-    def index(self) -> ChunkResidencyIndex:
-        """The residency index (read it, do not write it)."""
-        return self._index
-
     async def choose_replicas(
         self,
         candidate_replicas: list[RunningReplica],
@@ -149,9 +144,9 @@ class CacheAwareRequestRouter(RequestRouter):
 
     def _load(self, replica_id: str, replica: RunningReplica, hint: RoutingHint | None) -> ReplicaLoad:
         stats = self._sync_stats(replica_id, replica.routing_stats)
-        queue_len = None
-        if self._use_replica_queue_len_cache:
-            queue_len = self._replica_queue_len_cache.get(replica.replica_id)
+        # Serve's cache counts requests sent and finished here and what replicas answer on
+        # each request; it is empty (None) when Serve runs without it.
+        queue_len = self.replica_queue_len_cache.get(replica.replica_id)
         return ReplicaLoad(
             replica_id,
             queue_len=stats.queue_len if queue_len is None else queue_len,

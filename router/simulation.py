@@ -278,11 +278,9 @@ def simulate(
         requests: the trace.
         sim: the cluster model.
         rng: randomness for arrivals and the policy.
-        index_config: residency index capacity and grace (defaults to :class:`RouterConfig`'s,
-            with a grace of three stats periods).
+        index_config: residency index capacity and grace (default: :class:`RouterConfig`'s).
     """
-    if index_config is None:
-        index_config = RouterConfig(decision_grace_s=3 * sim.stats_period_s)
+    index_config = index_config or RouterConfig()
     clock = SimClock()
     index = ChunkResidencyIndex(
         index_config.max_keys_per_replica, index_config.decision_grace_s, clock

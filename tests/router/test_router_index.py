@@ -44,16 +44,30 @@ def test_stats_set_tiers_and_drop_what_the_replica_evicted():
     clock = FakeClock()
     index = ChunkResidencyIndex(decision_grace_s=5.0, clock=clock)
     index.record_decision("a", hint((1, 10), (2, 10)))
-    index.apply_stats("a", stats(gpu=[3], host=[2]))
-    # Key 1 and 2 were learned a moment ago: stats that may predate the decision keep them.
-    assert [index.tier_of("a", key(i)) for i in (1, 2, 3)] == ["gpu", "gpu", "gpu"]
+    index.apply_stats("a", stats(gpu=[3], host=[2, 4, 5]))
+    # Keys 1 and 2 were learned a moment ago: stats that may predate the decision keep them
+    # (as the newest), and the replica's reported 4 keys bound the rest: 5, its least recent, goes.
+    assert [index.tier_of("a", key(i)) for i in (1, 2, 3, 4, 5)] == ["gpu", "gpu", "gpu", "host", None]
     clock.now += 6.0
-    index.apply_stats("a", stats(gpu=[3], host=[2]))
-    assert [index.tier_of("a", key(i)) for i in (1, 2, 3)] == [None, "host", "gpu"]
+    index.apply_stats("a", stats(gpu=[3], host=[2, 4, 5]))
+    assert [index.tier_of("a", key(i)) for i in (1, 2, 3, 4, 5)] == [None, "host", "gpu", "host", "host"]
     assert index.held_tokens("a", hint((1, 10), (2, 10), (3, 7))) == TierTokens(7, 10, 0)
     # A key known only from stats goes as soon as a complete record omits it.
     index.apply_stats("a", stats(gpu=[], host=[2]))
     assert index.tier_of("a", key(3)) is None and index.num_keys("a") == 1
+
+
+def test_learned_keys_push_out_the_least_recent_once_capacity_is_known():
+    clock = FakeClock()
+    index = ChunkResidencyIndex(decision_grace_s=0.0, clock=clock)
+    # Before any stats nothing but max_keys_per_replica bounds the replica.
+    index.record_decision("a", hint(*((i, 10) for i in range(6))))
+    assert index.num_keys("a") == 6
+    clock.now += 1.0
+    index.apply_stats("a", stats(gpu=[12, 11, 10]))  # a full cache of 3 keys
+    assert [i for i in range(13) if index.tier_of("a", key(i))] == [10, 11, 12]
+    index.record_decision("a", hint((20, 10), (21, 10)))  # the replica's LRU evicts 10 and 11
+    assert [i for i in range(22) if index.tier_of("a", key(i))] == [12, 20, 21]
 
 
 def test_capped_stats_upgrade_but_never_drop():
@@ -61,7 +75,7 @@ def test_capped_stats_upgrade_but_never_drop():
     index = ChunkResidencyIndex(decision_grace_s=0.0, clock=clock)
     index.record_decision("a", hint((1, 10), (2, 10)))
     clock.now += 1.0
-    index.apply_stats("a", stats(host=[5, 6, 7], cap=2))  # lists 5 and 6, counts 3
+    index.apply_stats("a", stats(host=[5, 6, 7, 8, 9], cap=2))  # lists 5 and 6, counts 5
     assert [index.tier_of("a", key(i)) for i in (1, 2, 5, 6, 7)] == ["gpu", "gpu", "host", "host", None]
 
 

@@ -45,11 +45,11 @@ def test_cache_aware_beats_power_of_two_on_chunk_hits(num_replicas, zipf_s):
     sim = SimConfig(num_replicas=num_replicas, cache_tokens=20_000)
     ours = simulate(CacheAwarePolicy(RouterConfig()), requests, sim, random.Random(1))
     base = simulate(PowerOfTwoPolicy(), requests, sim, random.Random(1))
-    assert ours.hit_rate > base.hit_rate + 0.05, (ours.hit_rate, base.hit_rate)
+    assert ours.hit_rate > base.hit_rate + 0.1, (ours.hit_rate, base.hit_rate)
     # Not bought with a hot spot: load stays spread and latency no worse.
-    assert ours.max_replica_share < 1.5 / num_replicas
-    assert ours.mean_latency_s <= base.mean_latency_s
-    assert ours.reasons["affinity"] > 0.5 * cfg.num_requests
+    assert ours.max_replica_share < 1.2 / num_replicas
+    assert ours.mean_latency_s < base.mean_latency_s
+    assert ours.reasons["affinity"] > 0.75 * cfg.num_requests
 
 
 def test_simulation_is_deterministic():
