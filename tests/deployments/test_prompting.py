@@ -1,0 +1,114 @@
+"""Prompt building without Ray: chat template cut around the documents, KVSplit, chunk keys."""
+
+from __future__ import annotations
+
+import pytest
+from tiny_model import build_tokenizer, document
+
+from deployments.prompting import DocumentWrapper, PromptBuilder, learn_document_wrapper
+from engine.segments import prompt_token_ids
+from kvstore.keys import chunk_key
+
+FP = "f" * 32
+QUESTION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Which harbor?"}]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def builder(tokenizer):
+    return PromptBuilder(tokenizer, FP, chunk_tokens=64)
+
+
+def with_template(template: str):
+    tok = build_tokenizer()
+    tok.chat_template = template
+    return tok
+
+
+def test_wrapper_is_learned_from_the_template(builder):
+    assert builder.wrapper == DocumentWrapper("Document: ", "\n")
+
+
+def test_chat_prompt_is_the_template_rendering(builder, tokenizer):
+    docs = [document(1, 2), document(2, 3)]
+    layout = builder.chat(QUESTION, [builder.chunk_document(d) for d in docs])
+    expected = tokenizer.apply_chat_template(QUESTION, documents=[{"text": d} for d in docs],
+                                             add_generation_prompt=True, tokenize=True)["input_ids"]
+    assert prompt_token_ids(layout.segments) == expected
+    kinds = [s.kind for s in layout.segments]
+    assert kinds == ["prefix", "chunk", "chunk", "text"]
+    assert tokenizer.decode(layout.segments[0].token_ids) == "<s>Be brief.\n"
+    assert tokenizer.decode(layout.segments[1].token_ids) == f"Document: {docs[0]}\n"
+    assert tokenizer.decode(layout.segments[-1].token_ids) == "Question: Which harbor?\nAnswer:"
+    assert layout.text == "<s>Be brief.\n" + "".join(f"Document: {d}\n" for d in docs) + "Question: Which harbor?\nAnswer:"
+
+
+def test_chunks_do_not_depend_on_position_or_endpoint(builder):
+    a, b = builder.chunk_document(document(3)), builder.chunk_document(document(4, 9))
+    assert len(b.chunk_token_ids) > 1  # longer than chunk_tokens: several chunks
+    assert all(len(ids) <= 64 for ids in b.chunk_token_ids)
+    first = builder.chat(QUESTION, [a, b])
+    swapped = builder.chat([{"role": "user", "content": "Other?"}], [b, a])
+    chunks = lambda layout: sorted(s.token_ids for s in layout.segments if s.kind == "chunk")  # noqa: E731
+    assert chunks(first) == chunks(swapped) == chunks(builder.completion("Q", [a, b]))
+    assert first.routing_hint.chunk_keys == a.chunk_keys + b.chunk_keys
+    assert list(a.chunk_keys) == [chunk_key(FP, ids) for ids in a.chunk_token_ids]
+    assert first.routing_hint.chunk_tokens == tuple(a.chunk_token_counts + b.chunk_token_counts)
+    assert first.routing_hint.total_tokens == len(prompt_token_ids(first.segments))
+    assert first.routing_hint.prefix_tokens == len(first.segments[0])
+
+
+def test_chat_without_documents(builder, tokenizer):
+    layout = builder.chat(QUESTION, [])
+    expected = tokenizer.apply_chat_template(QUESTION, add_generation_prompt=True, tokenize=True)["input_ids"]
+    assert prompt_token_ids(layout.segments) == expected
+    assert [s.kind for s in layout.segments] == ["prefix", "text"]
+
+
+def test_completion_layouts(builder, tokenizer):
+    plain = builder.completion("The river", [])
+    assert prompt_token_ids(plain.segments) == tokenizer.encode("The river")  # what the engine does with text
+    assert plain.segments[0].kind == "prefix" and plain.segments[0].token_ids == (tokenizer.bos_token_id,)
+    doc = builder.chunk_document("A copper lantern.")
+    with_doc = builder.completion("The river", [doc])
+    assert [s.kind for s in with_doc.segments] == ["prefix", "chunk", "text"]
+    ids = builder.completion([5, 6, 7], [doc])
+    assert [s.kind for s in ids.segments] == ["chunk", "text"] and ids.segments[-1].token_ids == (5, 6, 7)
+
+
+def test_template_that_ignores_documents_gets_them_before_the_last_question(tokenizer):
+    template = ("{{ bos_token }}{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>"
+                "{% endfor %}<assistant>")
+    b = PromptBuilder(with_template(template), FP, 64)
+    assert b.wrapper is None
+    doc = b.chunk_document("The ferry leaves at nine.\n")
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+                {"role": "user", "content": "When?"}]
+    layout = b.chat(messages, [doc])
+    decode = b.tokenizer.decode
+    assert decode(layout.segments[0].token_ids) == "<s><user>Hi</user><assistant>Hello</assistant><user>"
+    assert decode(layout.segments[1].token_ids) == "The ferry leaves at nine.\n"
+    assert decode(layout.segments[2].token_ids) == "When?</user><assistant>"
+    with pytest.raises(ValueError, match="need a user message"):
+        b.chat([{"role": "system", "content": "x"}], [doc])
+
+
+def test_numbered_documents_are_not_position_independent(tokenizer):
+    template = ("{{ bos_token }}{% for d in documents or [] %}Doc {{ loop.index }}: {{ d['text'] }}\n{% endfor %}"
+                "{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    assert learn_document_wrapper(PromptBuilder(with_template(template), FP, 64)._render) is None
+
+
+def test_chat_errors(tokenizer):
+    with pytest.raises(ValueError, match="rejected the messages: roles must be"):
+        PromptBuilder(tokenizer, FP, 64).chat([{"role": "tool", "content": "x"}], [])
+    no_template = build_tokenizer()
+    no_template.chat_template = None
+    with pytest.raises(ValueError, match="no chat template"):
+        PromptBuilder(no_template, FP, 64).chat(QUESTION, [])
+    with pytest.raises(ValueError, match="non-blank"):
+        PromptBuilder(tokenizer, FP, 64).chunk_document(" \n ")
