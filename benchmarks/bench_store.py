@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -121,13 +122,14 @@ def bench_object_store(sizes: list[int], reps: list[int]) -> tuple[list[list], l
 
     from kvstore.object_store import ObjectStoreTier
 
+    ray_dir = tempfile.mkdtemp(prefix="ray-b-", dir="/tmp")  # short: Ray's socket paths must fit
     ray.init(
         address="local",
         num_cpus=2,
         object_store_memory=OBJECT_STORE_BYTES,
         include_dashboard=False,
         log_to_driver=False,
-        _temp_dir=tempfile.mkdtemp(prefix="ray-b-", dir="/tmp"),
+        _temp_dir=ray_dir,
     )
     config = StoreConfig(object_store_bytes=TIER_BUDGET_BYTES, directory_actor_name=f"bench-{uuid.uuid4().hex[:6]}")
     tier = ObjectStoreTier(config, FP)
@@ -170,6 +172,7 @@ def bench_object_store(sizes: list[int], reps: list[int]) -> tuple[list[list], l
     finally:
         tier.destroy_directory()
         ray.shutdown()
+        shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 def free_port() -> int:
@@ -219,18 +222,19 @@ def bench_s3(sizes: list[int], reps: list[int]) -> list[list]:
 
 
 def bench_dir(sizes: list[int], reps: list[int]) -> list[list]:
-    root = Path(tempfile.mkdtemp(prefix="bench-store-"))
-    tier = BlobTier("dir", DirBlobs(root / "store"), FP)
+    with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
+        root = Path(tmp)
+        tier = BlobTier("dir", DirBlobs(root / "store"), FP)
 
-    def raw_put(name, array):
-        with open(root / name, "wb") as f:
-            f.write(array)
+        def raw_put(name, array):
+            with open(root / name, "wb") as f:
+                f.write(array)
 
-    def raw_get(name):
-        with open(root / name, "rb") as f:
-            return f.read()
+        def raw_get(name):
+            with open(root / name, "rb") as f:
+                return f.read()
 
-    return bench_tier("dir", tier, raw_put, raw_get, sizes, reps)
+        return bench_tier("dir", tier, raw_put, raw_get, sizes, reps)
 
 
 def bench_codec(sizes: list[int], reps: list[int]) -> list[list]:

@@ -7,6 +7,7 @@ Usage: kv_restart_reader.py CONFIGS_JSON EXPECTED_PT DOC_ID
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -25,13 +26,14 @@ def main() -> None:
     configs = json.loads(sys.argv[1])
     expected: dict[str, torch.Tensor] = torch.load(sys.argv[2])
     doc_id = sys.argv[3]
+    ray_dir = tempfile.mkdtemp(prefix="ray-r-", dir="/tmp")  # short: Ray's socket paths must fit
     ray.init(
         address="local",
         num_cpus=1,
         object_store_memory=100 * 1024 * 1024,
         include_dashboard=False,
         log_to_driver=False,
-        _temp_dir=tempfile.mkdtemp(prefix="ray-r-", dir="/tmp"),
+        _temp_dir=ray_dir,
     )
     report = {}
     for name, fields in configs.items():
@@ -50,6 +52,7 @@ def main() -> None:
         }
         store.close()
     ray.shutdown()
+    shutil.rmtree(ray_dir, ignore_errors=True)
     print(json.dumps(report))
 
 
