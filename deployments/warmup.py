@@ -57,7 +57,7 @@ class WarmupOptions:
         corpus: a JSONL/Parquet file, a directory of them, or ``s3://bucket/prefix``.
         config: the serving YAML (None: the embedded ``infra/local.yaml``).
         address: the Ray cluster to join (None: ``RAY_ADDRESS``, else start a local Ray).
-        workers: engine workers (0: one per GPU of the cluster, or 1 without GPUs).
+        workers: engine workers (0: one per free GPU of the cluster, or 1 without GPUs).
         device: ``auto`` (GPU workers when the cluster has GPUs), ``cpu`` or ``cuda``.
         batch_docs: documents per batch sent to a worker.
         write_threads: chunk writes in flight per worker.
@@ -147,7 +147,10 @@ def start_workers(config: AppConfig, options: WarmupOptions) -> WorkerPool:
 
     num_gpus = ray.cluster_resources().get("GPU", 0)
     device = options.device if options.device != "auto" else ("cuda" if num_gpus >= 1 else "cpu")
-    num_workers = options.workers or (int(num_gpus) if device == "cuda" else 1) or 1
+    # By default one worker per GPU free now (serving replicas may hold the others; more
+    # workers than that would wait for the autoscaler), at least one.
+    free_gpus = int(ray.available_resources().get("GPU", 0))
+    num_workers = options.workers or (free_gpus if device == "cuda" else 1) or 1
     actor = ray.remote(CompileWorker).options(num_cpus=1, num_gpus=1 if device == "cuda" else 0, max_restarts=1)
     engine_config = warmup_engine_config(config.engine, device)
     pool = WorkerPool([actor.remote(engine_config, config.store, options.write_threads) for _ in range(num_workers)],
@@ -285,7 +288,7 @@ def _parser() -> argparse.ArgumentParser:
                    "(records with 'id' and 'text')")
     p.add_argument("--config", type=Path, default=None, help="serving YAML (default: the embedded infra/local.yaml)")
     p.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--workers", type=int, default=0, help="engine workers (default: one per GPU, or 1 on CPUs)")
+    p.add_argument("--workers", type=int, default=0, help="engine workers (default: one per free GPU, or 1 on CPUs)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="worker hardware (default: GPUs if the "
                    "cluster has them)")
     p.add_argument("--batch-docs", type=int, default=16, help="documents per batch sent to a worker")
