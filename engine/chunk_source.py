@@ -8,18 +8,14 @@ placed, so one copy serves every request.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 
 from kvstore.keys import ChunkKey
+from kvstore.tier import ChunkHit  # (kv [num_layers, 2, num_tokens, Hkv, D], tier name)
 
-
-class ChunkHit(NamedTuple):
-    """A chunk found in a source, with the name of the tier that had it (for statistics)."""
-
-    kv: torch.Tensor  # [num_layers, 2, num_tokens, num_kv_heads, head_dim], host or device
-    tier: str
+__all__ = ["ChunkHit", "ChunkSource"]
 
 
 @runtime_checkable

@@ -19,8 +19,7 @@ from kvstore.keys import ChunkKey
 
 class ChunkHit(NamedTuple):
     """A chunk found in the store and the name of the tier that served it ("memory",
-    "object_store", "s3", "dir"). Same fields as the engine's ``ChunkHit`` (the ChunkSource
-    protocol is structural; kvstore imports nothing from the engine)."""
+    "object_store", "s3", "dir"). The engine's ChunkSource protocol returns this record."""
 
     kv: torch.Tensor  # [num_layers, 2, num_tokens, num_kv_heads, head_dim]
     tier: str

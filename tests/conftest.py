@@ -46,6 +46,7 @@ def ray_session():
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # always a fresh instance of our own, never someone else's cluster
             num_cpus=RAY_NUM_CPUS,
             object_store_memory=RAY_OBJECT_STORE_BYTES,
             include_dashboard=False,
