@@ -190,7 +190,7 @@ def run_serve(num_requests: int, runs: int) -> None:
     mean_tokens = statistics.fmean(r.hint.total_tokens for r in trace)
     rate = SIM.utilization * SIM.num_replicas / (SIM.base_s + SIM.compute_s_per_token * mean_tokens)
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     serve.start(http_options={"host": "127.0.0.1"})
     print(f"\n## 2. Real Ray Serve: {num_requests} requests, {rate:.0f} req/s Poisson, "
