@@ -24,7 +24,9 @@ from engine.attention.base import AttentionBackend, AttentionMetadata
 class _Group:
     rows: slice | torch.Tensor  # the group's query rows in the batch
     pages: torch.Tensor  # [B, max_pages] int64 page table(s)
-    visible: torch.Tensor  # [B, R, max_pages * block_size] bool: which KV slots each row sees
+    visible: torch.Tensor | None  # [B, R, max_pages * block_size] bool: which KV slots each row sees
+    kv_len: int  # KV slots used (the last page may be partly filled)
+    causal: bool  # visible is exactly "row i sees slots <= i" over kv_len == R slots (a fresh prefill)
 
 
 class TorchAttentionBackend(AttentionBackend):
@@ -54,7 +56,7 @@ class TorchAttentionBackend(AttentionBackend):
                 table[i, : len(p)] = p
                 visible[i, 0, : meta.kv_lens_cpu[s]] = True
             rows = torch.tensor([qo[s] for s in singles], dtype=torch.long, device=device)
-            self._groups.append(_Group(rows, table.to(device), visible.to(device)))
+            self._groups.append(_Group(rows, table.to(device), visible.to(device), width * bs, False))
 
     @staticmethod
     def _extends(prev: int, s: int, meta: AttentionMetadata, pages: torch.Tensor) -> bool:
@@ -74,24 +76,29 @@ class TorchAttentionBackend(AttentionBackend):
         limits = torch.cat([
             torch.arange(meta.kv_lens_cpu[s] - (qo[s + 1] - qo[s]) + 1, meta.kv_lens_cpu[s] + 1) for s in segs
         ])
-        visible = torch.arange(len(table) * bs)[None, :] < limits[:, None]
         rows = slice(qo[segs[0]], qo[segs[-1] + 1])
-        return _Group(rows, table[None].to(device), visible[None].to(device))
+        kv_len = max(meta.kv_lens_cpu[s] for s in segs)
+        if len(segs) == 1 and limits[0] == 1 and kv_len == len(limits):
+            # Positions 0..R-1 over exactly R slots: plain causal attention, no mask needed.
+            return _Group(rows, table[None].to(device), None, kv_len, True)
+        visible = torch.arange(kv_len)[None, :] < limits[:, None]
+        return _Group(rows, table[None].to(device), visible[None].to(device), kv_len, False)
 
     def forward(self, q: torch.Tensor, kv_cache: torch.Tensor) -> torch.Tensor:
         # q: [N, Hq, D]; kv_cache: [num_blocks, 2, block_size, Hkv, D]
         out = torch.empty_like(q)
-        group = self.num_q_heads // self.num_kv_heads
         for g in self._groups:
-            b, width = g.pages.shape
+            b = g.pages.shape[0]
             kv = kv_cache[g.pages]  # [B, width, 2, bs, Hkv, D]
             kv = kv.permute(2, 0, 4, 1, 3, 5).reshape(2, b, self.num_kv_heads, -1, self.head_dim)
-            k = kv[0].repeat_interleave(group, dim=1).to(q.dtype)  # [B, Hq, L, D]
-            v = kv[1].repeat_interleave(group, dim=1).to(q.dtype)
+            k = kv[0, :, :, : g.kv_len].to(q.dtype)  # [B, Hkv, L, D]
+            v = kv[1, :, :, : g.kv_len].to(q.dtype)
             if isinstance(g.rows, slice):
                 qg = q[g.rows].transpose(0, 1)[None]  # [1, Hq, R, D]
             else:
                 qg = q[g.rows][:, :, None, :]  # [B, Hq, 1, D]
-            o = F.scaled_dot_product_attention(qg, k, v, attn_mask=g.visible[:, None], scale=self.scale)
+            mask = None if g.causal else g.visible[:, None]
+            o = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask, is_causal=g.causal, scale=self.scale,
+                                               enable_gqa=self.num_q_heads != self.num_kv_heads)
             out[g.rows] = o[0].transpose(0, 1) if isinstance(g.rows, slice) else o[:, :, 0]
         return out
