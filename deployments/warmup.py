@@ -32,10 +32,10 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TextIO
 
 from deployments.config import AppConfig, load_config
 from deployments.warmup_corpus import BadRecord, Corpus, CorpusDocument, S3Access
@@ -163,7 +163,7 @@ def start_workers(config: AppConfig, options: WarmupOptions) -> WorkerPool:
     return pool
 
 
-def run_warmup(options: WarmupOptions, console=sys.stderr, pool: WorkerPool | None = None) -> WarmupSummary:
+def run_warmup(options: WarmupOptions, console: TextIO = sys.stderr, pool: WorkerPool | None = None) -> WarmupSummary:
     """Run the job to the end and return its summary.
 
     Args:
@@ -216,7 +216,8 @@ def _connect(options: WarmupOptions, config: AppConfig) -> bool:
     return True
 
 
-def _batches(corpus: Iterable[CorpusDocument | BadRecord], size: int, on_bad) -> Iterable[list[CorpusDocument]]:
+def _batches(corpus: Iterable[CorpusDocument | BadRecord], size: int,
+             on_bad: Callable[[BadRecord], None]) -> Iterable[list[CorpusDocument]]:
     batch: list[CorpusDocument] = []
     for item in corpus:
         if isinstance(item, BadRecord):
@@ -231,7 +232,7 @@ def _batches(corpus: Iterable[CorpusDocument | BadRecord], size: int, on_bad) ->
 
 
 def _dispatch(corpus: Corpus, workers: Sequence, batch_docs: int, log: ProblemLog, progress: bool,
-              total: int | None, console) -> WarmupCounts:
+              total: int | None, console: TextIO) -> WarmupCounts:
     """Feed batches to the workers (bounded in flight) and sum their counts."""
     import ray
     from ray.exceptions import RayError
@@ -243,7 +244,7 @@ def _dispatch(corpus: Corpus, workers: Sequence, batch_docs: int, log: ProblemLo
     inflight: dict = {}  # ObjectRef -> (worker, doc ids)
 
     def problem(p: Problem) -> None:
-        log.report(p, bar.write if progress else None)
+        log.report(p, (lambda line: bar.write(line, file=console)) if progress else None)
 
     def bad(record: BadRecord) -> None:
         totals.bad_records += 1

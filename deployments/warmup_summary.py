@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -104,7 +105,7 @@ class ProblemLog:
         self._max_printed = max_printed
         self.count = 0
 
-    def report(self, problem: Problem, write=None) -> None:
+    def report(self, problem: Problem, write: Callable[[str], None] | None = None) -> None:
         """Record one problem; ``write`` prints a console line (e.g. ``tqdm.write``)."""
         self.count += 1
         if self._file is not None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from warmup_helpers import app_config_dict, corpus_documents, write_config, write_jsonl
+from warmup_helpers import (  # noqa: F401 (warmup_model_dir is a fixture)
+    CHUNK_TOKENS, app_config_dict, corpus_documents, warmup_model_dir, write_config, write_jsonl)
 
 from deployments.warmup import WarmupOptions, load_app_config, main, run_warmup, start_workers
 from kvstore.keys import key_from_object_name
@@ -46,7 +46,6 @@ def corpus(tmp_path_factory, docs) -> Path:
 def builder(warmup_model_dir):
     from deployments.model_files import fingerprint_of, tokenizer_of
     from deployments.prompting import PromptBuilder
-    from warmup_helpers import CHUNK_TOKENS
 
     return PromptBuilder(tokenizer_of(str(warmup_model_dir)), fingerprint_of(str(warmup_model_dir), "float32"),
                          CHUNK_TOKENS)

@@ -9,7 +9,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from warmup_helpers import app_config_dict, corpus_documents, write_config
+from warmup_helpers import app_config_dict, corpus_documents, warmup_model_dir, write_config  # noqa: F401 (fixture)
 
 from deployments.model_files import fingerprint_of, tokenizer_of
 from deployments.prompting import PromptBuilder
@@ -17,7 +17,7 @@ from deployments.warmup import WarmupOptions, load_app_config, run_warmup, start
 from kvstore.builder import build_registry
 from kvstore.keys import key_from_object_name
 
-NUM_DOCS = 120
+NUM_DOCS = 64
 
 
 @pytest.fixture(scope="module")
