@@ -21,6 +21,12 @@ APP_NAME = "epic"
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["warmup"]:
+        # The warm-up parses its own options (argparse's REMAINDER would not take a leading --flag).
+        from deployments.warmup import main as warmup_main
+
+        return warmup_main(argv[1:])
     parser = argparse.ArgumentParser(prog="epic", description="epic-serve: position-independent context caching.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="serve the OpenAI-compatible HTTP API")
@@ -28,15 +34,8 @@ def main(argv: list[str] | None = None) -> int:
                            help="serving YAML (default: the embedded infra/local.yaml)")
     serve_cmd.add_argument("--host", default=None, help="override http.host")
     serve_cmd.add_argument("--port", type=int, default=None, help="override http.port")
-    warmup_cmd = commands.add_parser("warmup", help="compile a corpus into the chunk store (a Ray job)",
-                                     add_help=False)
-    warmup_cmd.add_argument("args", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
-    if args.command == "warmup":
-        from deployments.warmup import main as warmup_main
-
-        return warmup_main(args.args)
-    return _serve(args)
+    commands.add_parser("warmup", help="compile a corpus into the chunk store (a Ray job; see epic warmup -h)")
+    return _serve(parser.parse_args(argv))
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -146,9 +146,8 @@ class Ingress:
             raise bad_request(str(e)) from None
         policy = body.link_policy.to_policy() if body.link_policy is not None else None
         request_id = f"{'chatcmpl' if endpoint == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
-        stream = self.replica_stream.generate.remote(
+        stream, accepted = await self._submit(
             EngineRequest(request_id, layout.segments, sampling, policy, layout.routing_hint, layout.text))
-        accepted = await self._first_record(stream)
         headers = {REPLICA_HEADER: accepted.replica_id}
         created = int(time.time())
         if body.stream:
@@ -163,23 +162,28 @@ class Ingress:
             return self.builder.chat([m.as_template_message() for m in body.messages], docs)
         return self.builder.completion(body.prompt, docs)
 
-    async def _first_record(self, stream) -> Accepted:
-        """The replica's first answer; a refusal or an overload becomes the client's error."""
+    async def _submit(self, request: EngineRequest):
+        """Send a request to a replica and wait for its first answer: a refusal or an overload
+        becomes the client's error. Returns the stream and the replica's ``Accepted``."""
+        stream = self.replica_stream.generate.remote(request)
         try:
             first = await stream.__anext__()
+        # No cancel() after these: the call never reached a replica, and cancel() would raise
+        # the same error again (it fetches the failed assignment).
         except BackPressureError as e:
-            stream.cancel()
             raise overloaded(str(e)) from None
         except (RayActorError, RayServeException) as e:
-            stream.cancel()
             raise APIError(503, f"no engine replica could take the request: {type(e).__name__}",
                            code="replica_unavailable") from None
+        except asyncio.CancelledError:  # the client left while the request was being routed
+            stream.cancel()
+            raise
         if isinstance(first, Rejected):
             raise bad_request(first.message, code="invalid_prompt")
         if isinstance(first, Failed):
             raise APIError(500, first.message, code="engine_error")
         assert isinstance(first, Accepted), f"unexpected first record {type(first).__name__}"
-        return first
+        return stream, first
 
     async def _collect(self, endpoint: Endpoint, stream, request_id: str, created: int, arrival: float,
                        headers: dict[str, str]) -> Response:

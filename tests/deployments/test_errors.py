@@ -129,3 +129,27 @@ def test_aborted_stream_frees_kv_blocks(base_url):
         # Leaving the block closed the connection mid-stream.
     freed = wait_for(lambda: (s := replica_stats(replica))["free_blocks"] == s["total_blocks"] and s["queue_len"] == 0)
     assert freed, replica_stats(replica)
+
+
+def test_over_capacity_is_503_with_retry_after(base_url, app_config):
+    """More concurrent requests than the replicas run and queue: the rest are refused at once."""
+    replica = app_config.replica
+    capacity = replica.num_replicas * replica.max_ongoing_requests + replica.max_queued_requests
+    body = completion(prompt="Harbor " * 30, max_tokens=64, ignore_eos=True)
+
+    def one(_: int) -> httpx.Response:
+        with httpx.Client(base_url=base_url, timeout=120) as client:
+            return client.post(COMPLETIONS, json=body)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(capacity + 16) as pool:
+        responses = list(pool.map(one, range(capacity + 16)))
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) == {200, 503}, statuses
+    assert statuses.count(200) >= capacity // 2, statuses
+    refused = next(r for r in responses if r.status_code == 503)
+    assert refused.headers["retry-after"] == "1"
+    assert refused.json()["error"]["code"] == "overloaded"
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        assert client.post(COMPLETIONS, json=completion()).status_code == 200
