@@ -204,8 +204,12 @@ def test_requests_by_id_link_every_chunk_from_the_store(setup, resumed, docs):
 
 
 def test_cli_reports_a_bad_invocation(tmp_path, capsys):
+    from deployments.cli import main as epic
+
     assert main(["--corpus", str(tmp_path / "missing.jsonl"), "--no-progress"]) == 2
     assert "no such file or directory" in capsys.readouterr().err
+    assert epic(["warmup", "--corpus", str(tmp_path / "missing.jsonl"), "--no-progress"]) == 2  # epic warmup
+    assert "epic warmup:" in capsys.readouterr().err
     with pytest.raises(ValueError, match="batch_docs must be >= 1"):
         WarmupOptions(corpus="x", batch_docs=0)
 
