@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import SERVED_MODEL
+from serving_helpers import SERVED_MODEL
 from tiny_model import document
 
 CHAT = "/v1/chat/completions"

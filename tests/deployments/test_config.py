@@ -105,3 +105,20 @@ def test_every_router_class_imports():
         module, _, name = path.partition(":")
         assert isinstance(getattr(importlib.import_module(module), name), type)
 
+
+
+def test_build_app_from_a_serve_config_entry(tmp_path):
+    """What ``serve run`` / ``serve deploy`` do with ``import_path`` and ``args``."""
+    from ray._common.utils import import_attr
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+    from ray.serve import Application
+
+    builder = import_attr("deployments.app:build_app")
+    config = tmp_path / "app.yaml"
+    config.write_text(yaml.safe_dump({"engine": {"model": "some/model"}, "replica": {"num_replicas": 3}}))
+    app = call_user_app_builder_with_args_if_necessary(builder, {"config": str(config)})
+    assert isinstance(app, Application)
+    assert app._bound_deployment.init_args[0]._bound_deployment._deployment_config.num_replicas == 3
+    assert isinstance(call_user_app_builder_with_args_if_necessary(builder, {}), Application)  # embedded default
+    with pytest.raises(ValueError, match="unknown build_app argument 'conf'"):
+        call_user_app_builder_with_args_if_necessary(builder, {"conf": "x"})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import SERVED_MODEL
+from serving_helpers import SERVED_MODEL
 from tiny_model import document
 
 from kvstore.keys import chunk_object_name

@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from conftest import SERVED_MODEL, replica_stats
+from serving_helpers import SERVED_MODEL, replica_stats
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import yaml
-from conftest import free_port
+from serving_helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = ROOT / "models" / "epic-tiny"

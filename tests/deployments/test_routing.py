@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import SERVED_MODEL, app_config_dict, replica_stats
+from serving_helpers import SERVED_MODEL, app_config_dict, replica_stats
 from tiny_model import document
 
 from router.stats import short_key
