@@ -1,8 +1,8 @@
 """End-to-end serving benchmark over HTTP on 127.0.0.1: a multi-user RAG workload.
 
     .venv/bin/python benchmarks/bench_serving.py [--config infra/local.yaml] [--replicas 2]
-        [--docs 24] [--doc-sentences 10] [--docs-per-request 4] [--requests 48] [--rate 2.0]
-        [--max-tokens 8] [--runs 1] [--out benchmarks/out]
+        [--docs 24] [--doc-sentences 10] [--docs-per-request 4] [--requests 48]
+        [--router-requests 96] [--rate 2.0] [--max-tokens 8] [--runs 1] [--out benchmarks/out]
 
 Workload: a pool of documents; each request a random subset of them in random order plus a
 question, sent to ``/v1/chat/completions`` (streamed) at Poisson arrival times (open loop). It
@@ -15,7 +15,8 @@ starts its own local Ray and Serve.
 2. Routers (legolink-16; no store tier shared between replicas and each replica's chunk pool
    about half the pool, so a chunk hit means the request went where its documents were):
    chunk-hit rate of our cache-aware router, Serve's power-of-two and Ray's
-   PrefixCacheAffinityRouter, each from a cold start on the same traces.
+   PrefixCacheAffinityRouter, each from a cold start on the same traces (longer ones, so the
+   steady state outweighs the first compile of every document).
 
 Prints the setup and both tables (medians over ``--runs``); saves a plot and the numbers as
 JSON under ``--out``.
@@ -200,7 +201,8 @@ def main() -> None:
     p.add_argument("--docs", type=int, default=24)
     p.add_argument("--doc-sentences", type=int, default=10)
     p.add_argument("--docs-per-request", type=int, default=4)
-    p.add_argument("--requests", type=int, default=48)
+    p.add_argument("--requests", type=int, default=48, help="requests per link-policy run")
+    p.add_argument("--router-requests", type=int, default=96, help="requests per router run")
     p.add_argument("--rate", type=float, default=2.0, help="mean arrivals per second (Poisson)")
     p.add_argument("--max-tokens", type=int, default=8)
     p.add_argument("--runs", type=int, default=1)
@@ -216,14 +218,15 @@ def main() -> None:
     model = base.ingress.served_model_name
     docs = make_documents(args.docs, args.doc_sentences, random.Random(args.seed))
 
-    def trace_for(label: str, run: int) -> list[Request]:
+    def trace_for(label: str, run: int, num_requests: int) -> list[Request]:
         rng = random.Random(f"{args.seed}/{label}/{run}")
-        return make_trace(docs, args.requests, args.docs_per_request, args.rate, rng)
+        return make_trace(docs, num_requests, args.docs_per_request, args.rate, rng)
 
     pool_tokens = document_tokens(base, docs)
     setup = (f"{platform.machine()} {os.cpu_count()} CPUs, model {Path(base.engine.model).name} ({base.engine.device}, "
              f"{base.engine.dtype}), {args.replicas} replicas; {args.docs} documents ({pool_tokens} tokens), "
-             f"{args.docs_per_request} per request, {args.requests} requests at {args.rate}/s Poisson, "
+             f"{args.docs_per_request} per request, {args.requests} (policies) / {args.router_requests} (routers) "
+             f"requests at {args.rate}/s Poisson, "
              f"{args.max_tokens} output tokens; median of {args.runs} run(s)")
     print(setup, flush=True)
 
@@ -241,7 +244,8 @@ def main() -> None:
         warm = [Request(0.0, (d,), "Warm up?") for d in docs]
         asyncio.run(run_trace(f"{url}/bench", warm, model, POLICIES["legolink-16"], 1))
         for label, policy in POLICIES.items():
-            policies[label] = median_of([measure("bench", policy, trace_for(label, r)) for r in range(args.runs)])
+            runs = [measure("bench", policy, trace_for(label, r, args.requests)) for r in range(args.runs)]
+            policies[label] = median_of(runs)
             print(f"  {label}: {policies[label]}", flush=True)
         serve.delete("bench")
 
@@ -255,7 +259,7 @@ def main() -> None:
             for run in range(args.runs):
                 name = f"bench-{router.replace('_', '-')}-{run}"
                 deploy(config, name)
-                runs.append(measure(name, POLICIES["legolink-16"], trace_for("routers", run)))
+                runs.append(measure(name, POLICIES["legolink-16"], trace_for("routers", run, args.router_requests)))
                 serve.delete(name)
             routers[router] = median_of(runs)
             print(f"  {router}: {routers[router]}", flush=True)

@@ -277,6 +277,7 @@ def _check_value(hint: Any, value: Any, path: str) -> Any:
     is_int = isinstance(value, int) and not isinstance(value, bool)
     if hint is float and (is_int or isinstance(value, float)):
         return float(value)
-    if (hint is int and is_int) or (hint is bool and isinstance(value, bool)) or (hint is str and isinstance(value, str)):
+    if (hint is int and is_int) or (hint is bool and isinstance(value, bool)) \
+            or (hint is str and isinstance(value, str)):
         return value
     raise ValueError(f"{path} must be {hint.__name__}, got {value!r}")

@@ -78,7 +78,8 @@ class DocumentLibrary:
             APIError: 400 for an invalid id, 503 when the backend fails.
         """
         try:
-            record = DocumentRecord(doc_id, list(doc.chunk_keys), doc.chunk_token_counts, self.registry.model_fingerprint)
+            record = DocumentRecord(doc_id, list(doc.chunk_keys), doc.chunk_token_counts,
+                                    self.registry.model_fingerprint)
         except ValueError as e:
             raise bad_request(str(e), "documents.id") from None
         try:

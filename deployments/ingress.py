@@ -36,7 +36,7 @@ from deployments.errors import APIError, bad_request, overloaded
 from deployments.metrics import MetricSink, Observation, request_observations
 from deployments.model_files import fingerprint_of, tokenizer_of
 from deployments.prompting import PromptBuilder, PromptLayout
-from deployments.protocol import Accepted, CompileRequest, EngineRequest, Failed, Rejected, StreamDelta
+from deployments.protocol import Accepted, CompileRequest, EngineRequest, Failed, Rejected
 from deployments.responses import Endpoint, SSE_DONE, chunk_body, final_body, sse, usage_chunk
 from deployments.schema import (
     ChatCompletionRequest,
@@ -248,17 +248,18 @@ class Ingress:
         for i, d in enumerate(body.documents):
             docs.append(await self._off_loop(self._tokenizer_thread, self.builder.chunk_document, d.text,
                                              param=f"documents[{i}].text"))
-        chunks = list(dict.fromkeys((ids, key) for doc in docs for ids, key in zip(doc.chunk_token_ids, doc.chunk_keys)))
-        hint = RoutingHint(chunk_keys=tuple(k for _, k in chunks), chunk_tokens=tuple(len(i) for i, _ in chunks),
-                           total_tokens=sum(len(i) for i, _ in chunks))
+        # Every distinct chunk once: token ids -> key, in document order.
+        chunks = {t: k for doc in docs for t, k in zip(doc.chunk_token_ids, doc.chunk_keys)}
+        hint = RoutingHint(chunk_keys=tuple(chunks.values()), chunk_tokens=tuple(len(t) for t in chunks),
+                           total_tokens=sum(len(t) for t in chunks))
         try:
             result = await self.replica.compile.remote(
-                CompileRequest(tuple(i for i, _ in chunks), hint, "".join(d.text for d in docs)))
+                CompileRequest(tuple(chunks), hint, "".join(d.text for d in docs)))
         except BackPressureError as e:
             raise overloaded(str(e)) from None
         except ValueError as e:  # the engine refused a chunk (e.g. chunk_tokens over the context)
             raise bad_request(str(e), "documents") from None
-        if list(result.chunk_keys) != [k for _, k in chunks]:
+        if list(result.chunk_keys) != list(chunks.values()):
             raise APIError(500, "the engine replica computed other chunk keys: it serves another model",
                            code="model_mismatch")
         records = [await self._off_loop(self._io, self.documents.register, i, d) for i, d in zip(ids, docs)]

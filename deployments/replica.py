@@ -98,8 +98,8 @@ class EngineReplica:
         return CompileResult(tuple(keys), self.replica_id, persisted)
 
     async def _touch_chunk(self, token_ids: tuple[int, ...]) -> ChunkKey:
-        stream = await self.engine.add_request([Segment.chunk(token_ids)], SamplingParams(max_tokens=1, temperature=0.0),
-                                               LinkPolicy("naive"))
+        stream = await self.engine.add_request([Segment.chunk(token_ids)],
+                                               SamplingParams(max_tokens=1, temperature=0.0), LinkPolicy("naive"))
         async for _ in stream:
             pass
         return chunk_key(self.store_fingerprint, token_ids)

@@ -72,7 +72,8 @@ def http(base_url):
         yield client
 
 
-@pytest.mark.parametrize("path,body,status,param,says", CASES, ids=[f"{i}-{c[3] or c[4][:20]}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize("path,body,status,param,says", CASES,
+                         ids=[f"{i}-{c[3] or c[4][:20]}" for i, c in enumerate(CASES)])
 def test_bad_request(http, path, body, status, param, says):
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     r = http.post(path, content=content, headers={"content-type": "application/json"})

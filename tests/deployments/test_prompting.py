@@ -44,7 +44,8 @@ def test_chat_prompt_is_the_template_rendering(builder, tokenizer):
     assert tokenizer.decode(layout.segments[0].token_ids) == "<s>Be brief.\n"
     assert tokenizer.decode(layout.segments[1].token_ids) == f"Document: {docs[0]}\n"
     assert tokenizer.decode(layout.segments[-1].token_ids) == "Question: Which harbor?\nAnswer:"
-    assert layout.text == "<s>Be brief.\n" + "".join(f"Document: {d}\n" for d in docs) + "Question: Which harbor?\nAnswer:"
+    documents = "".join(f"Document: {d}\n" for d in docs)
+    assert layout.text == "<s>Be brief.\n" + documents + "Question: Which harbor?\nAnswer:"
 
 
 def test_chunks_do_not_depend_on_position_or_endpoint(builder):

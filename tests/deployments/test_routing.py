@@ -9,7 +9,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import pytest
 from serving_helpers import SERVED_MODEL, app_config_dict, replica_stats
 from tiny_model import document
 
