@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
             rec = {"step": step, "val_accuracy": acc["all"], "val": acc,
                    "elapsed_s": time.time() - start, "tokens": tokens}
             log.append(rec)
-            if acc["all"] > best:
+            if acc["all"] >= best:  # ties go to the later, lower-loss model
                 best = acc["all"]
                 save(model, tokenizer, out)
                 rec["saved"] = True
