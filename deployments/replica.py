@@ -15,7 +15,6 @@ from typing import Any
 from ray import serve
 
 from deployments.metrics import MetricSink, Observation, store_observations
-from deployments.model_files import fingerprint_of
 from deployments.protocol import (
     Accepted,
     CompileRequest,
@@ -26,11 +25,8 @@ from deployments.protocol import (
     StreamDelta,
 )
 from engine.config import EngineConfig
-from engine.sampling_params import SamplingParams
-from engine.segments import LinkPolicy, Segment
 from kvstore.builder import build_store
 from kvstore.config import StoreConfig
-from kvstore.keys import ChunkKey, chunk_key
 from router.stats import make_routing_stats
 
 logger = logging.getLogger(__name__)
@@ -49,13 +45,11 @@ class EngineReplica:
     def __init__(self, engine_config: EngineConfig, store_config: StoreConfig):
         from engine import AsyncEngine, Engine
 
-        # The store must exist before the engine (it is the engine's chunk source), and its
-        # records are checked against the fingerprint, so compute it from the files first.
-        fingerprint = fingerprint_of(engine_config.model, engine_config.dtype)
-        self.store = build_store(store_config, fingerprint)
-        self.store_fingerprint = fingerprint
-        engine = Engine(engine_config, chunk_source=self.store)
-        assert engine.model_fingerprint == fingerprint, "the engine and the store disagree on the model"
+        engine = Engine(engine_config)
+        # The store's records are checked against the model fingerprint the engine computed.
+        self.store = build_store(store_config, engine.model_fingerprint)
+        self.store_fingerprint = engine.model_fingerprint
+        engine.attach_chunk_source(self.store)
         self.engine = AsyncEngine(engine)
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         self._metrics = MetricSink(_METRICS)
@@ -88,21 +82,12 @@ class EngineReplica:
     async def compile(self, request: CompileRequest) -> CompileResult:
         """Make chunks resident and stored (the documents API), then wait for the persistent tier.
 
-        Each chunk runs as a one-token request of that chunk alone under ``naive`` linking: a
-        missing chunk is compiled and stored on the way, a held one only touched. (Plain
-        requests rather than ``Engine.compile_chunks``, which steps the engine itself and
-        would drop the outputs of requests running concurrently.)
+        Missing chunks are compiled inside the engine's normal steps, next to running requests;
+        held ones are only touched.
         """
-        keys = await asyncio.gather(*(self._touch_chunk(ids) for ids in request.chunk_token_ids))
+        keys = await self.engine.compile_chunks([list(ids) for ids in request.chunk_token_ids])
         persisted = await asyncio.to_thread(self.store.flush, FLUSH_TIMEOUT_S)
         return CompileResult(tuple(keys), self.replica_id, persisted)
-
-    async def _touch_chunk(self, token_ids: tuple[int, ...]) -> ChunkKey:
-        stream = await self.engine.add_request([Segment.chunk(token_ids)],
-                                               SamplingParams(max_tokens=1, temperature=0.0), LinkPolicy("naive"))
-        async for _ in stream:
-            pass
-        return chunk_key(self.store_fingerprint, token_ids)
 
     def record_routing_stats(self) -> dict[str, Any]:
         """Load and chunk residency for the router (see :mod:`router.stats`); also the moment

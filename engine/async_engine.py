@@ -44,6 +44,7 @@ class AsyncEngine:
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._streams: dict[str, _Stream] = {}
+        self._compiles: list[tuple[list[ChunkKey], asyncio.AbstractEventLoop, asyncio.Future]] = []
         self._stopped = False
         self._load = engine.load()
         self._thread = threading.Thread(target=self._run, name="epic-engine", daemon=True)
@@ -83,19 +84,20 @@ class AsyncEngine:
         self._post(lambda: self.engine.abort(request_id))
 
     async def compile_chunks(self, token_id_lists: list[list[int]]) -> list[ChunkKey]:
-        """Compile chunks on the engine thread (between steps) and return their keys."""
+        """Compile chunks inside the engine's normal steps (alongside running requests) and
+        return their keys once every one is resident and handed to the chunk source."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future = loop.create_future()
 
-        def job() -> None:
+        def start() -> None:
             try:
-                keys = self.engine.compile_chunks(token_id_lists)
-            except Exception as exc:  # reported to the caller, not swallowed
+                keys = self.engine.start_compiles(token_id_lists)
+            except ValueError as exc:
                 loop.call_soon_threadsafe(done.set_exception, exc)
             else:
-                loop.call_soon_threadsafe(done.set_result, keys)
+                self._compiles.append((keys, loop, done))
 
-        self._post(job)
+        self._post(start)
         return await done
 
     def load(self) -> EngineLoad:
@@ -116,6 +118,7 @@ class AsyncEngine:
     def _run(self) -> None:
         while not self._stopped:
             self._drain_inbox()
+            self._finish_compiles()
             if not self.engine.has_unfinished():
                 self._load = self.engine.load()
                 self._wake.wait()
@@ -130,6 +133,15 @@ class AsyncEngine:
             self._load = self.engine.load()
             for out in outputs:
                 self._deliver(out.request_id, out)
+
+    def _finish_compiles(self) -> None:
+        waiting = []
+        for keys, loop, done in self._compiles:
+            if self.engine.compiling(keys):
+                waiting.append((keys, loop, done))
+            else:
+                loop.call_soon_threadsafe(done.set_result, keys)
+        self._compiles = waiting
 
     def _drain_inbox(self) -> None:
         while True:
@@ -155,6 +167,9 @@ class AsyncEngine:
             stream.loop.call_soon_threadsafe(stream.queue.put_nowait, item)
 
     def _fail_all(self, exc: Exception) -> None:
+        for _, loop, done in self._compiles:
+            loop.call_soon_threadsafe(done.set_exception, EngineError(f"engine failure: {exc}"))
+        self._compiles = []
         for request_id in self.engine.request_ids():
             self.engine.abort(request_id)
             self._deliver(request_id, EngineError(f"engine failure: {exc}"))

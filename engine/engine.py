@@ -77,12 +77,12 @@ class Engine:
         bad = [t for t in ids if not 0 <= t < self.spec.vocab_size]
         if bad:
             raise ValueError(f"token id {bad[0]} is outside the vocabulary [0, {self.spec.vocab_size})")
-        if len(ids) >= self.max_model_len:
+        if len(ids) + sampling.max_tokens > self.max_model_len:
             raise ValueError(
-                f"the prompt has {len(ids)} tokens; the context is {self.max_model_len} tokens "
-                "and at least one must be left to generate"
+                f"the prompt has {len(ids)} tokens and max_tokens is {sampling.max_tokens}: together over "
+                f"the context of {self.max_model_len} tokens"
             )
-        total_blocks = self.scheduler.kv.blocks_for(min(len(ids) + sampling.max_tokens, self.max_model_len))
+        total_blocks = self.scheduler.kv.blocks_for(len(ids) + sampling.max_tokens)
         if total_blocks > self.block_pool.num_blocks:
             raise ValueError(
                 f"prompt + max_tokens needs {total_blocks} KV blocks; the pool has {self.block_pool.num_blocks}"
@@ -235,18 +235,40 @@ class Engine:
                     final[out.request_id] = out
         return [final[r.request_id] for r in reqs]
 
-    def compile_chunks(self, token_id_lists: Sequence[Sequence[int]]) -> list[ChunkKey]:
-        """Compile chunks (if not already resident) into the pool and the chunk source."""
+    def start_compiles(self, token_id_lists: Sequence[Sequence[int]]) -> list[ChunkKey]:
+        """Queue compile jobs for chunks not already resident; they run inside later steps."""
         keys = []
         for ids in token_id_lists:
             if not ids:
                 raise ValueError("a chunk needs at least one token")
-            key = chunk_key(self.model_fingerprint, ids)
+            bad = [t for t in ids if not 0 <= t < self.spec.vocab_size]
+            if bad:
+                raise ValueError(f"token id {bad[0]} is outside the vocabulary [0, {self.spec.vocab_size})")
+            keys.append(chunk_key(self.model_fingerprint, ids))
+        for key, ids in zip(keys, token_id_lists):
             self.chunks.compile_only(key, tuple(int(t) for t in ids))
-            keys.append(key)
-        while any(k in self.chunks.jobs for k in keys):
+        return keys
+
+    def compiling(self, keys: Sequence[ChunkKey]) -> bool:
+        return any(k in self.chunks.jobs for k in keys)
+
+    def compile_chunks(self, token_id_lists: Sequence[Sequence[int]]) -> list[ChunkKey]:
+        """Compile chunks (if not already resident) into the pool and the chunk source.
+
+        Drives the step loop itself, so it refuses to run while requests are in flight (their
+        outputs would be lost); ``AsyncEngine.compile_chunks`` compiles alongside requests.
+        """
+        if self._requests:
+            raise ValueError("compile_chunks runs the engine loop itself: use AsyncEngine.compile_chunks "
+                             "while requests are in flight")
+        keys = self.start_compiles(token_id_lists)
+        while self.compiling(keys):
             self.step()
         return keys
+
+    def attach_chunk_source(self, source: ChunkSource) -> None:
+        """Use ``source`` for chunks the pool lacks (it usually needs ``model_fingerprint`` first)."""
+        self.chunks.source = source
 
     def load(self) -> EngineLoad:
         s = self.scheduler

@@ -3,11 +3,11 @@
 Obviously correct and reasonably quick on a CPU; every fast backend is tested against it.
 
 Planning groups the step's query segments so each group is one SDPA call:
-- single-row segments (decode rows, 1-token recompute runs) share one padded call, each row
-  over its own page table;
-- consecutive multi-row segments whose page tables are prefixes of one another (the runs of
-  one sequence: a prefill piece, or a link-recompute pass's runs) share one call over the
-  longest page table, each row masked to the KV its position may see.
+- consecutive segments whose page tables are prefixes of one another (the runs of one
+  sequence: a prefill piece, a link-recompute pass's runs, CacheBlend's scattered rows) share
+  one call over the longest page table, each row masked to the KV its position may see;
+- the remaining single-row segments (decode rows of different sequences) share one padded
+  call, each row over its own page table.
 """
 
 from __future__ import annotations
@@ -37,17 +37,17 @@ class TorchAttentionBackend(AttentionBackend):
         pages_cpu = meta.kv_page_indices.cpu().long()
         device = meta.positions.device
         bs = meta.block_size
-        singles: list[int] = []
-        runs: list[list[int]] = []  # groups of consecutive multi-row segments
+        runs: list[list[int]] = []  # consecutive segments over one page table
         for s in range(meta.num_segments):
-            if qo[s + 1] - qo[s] == 1:
-                singles.append(s)
-            elif runs and self._extends(runs[-1][-1], s, meta, pages_cpu):
+            if runs and self._extends(runs[-1][-1], s, meta, pages_cpu):
                 runs[-1].append(s)
             else:
                 runs.append([s])
-        self._groups = [self._plan_run(g, meta, pages_cpu, device) for g in runs]
-        if singles:
+        # Lone single-row segments (decode rows of different sequences) share one padded call.
+        singles = [r[0] for r in runs if len(r) == 1 and qo[r[0] + 1] - qo[r[0]] == 1]
+        lone = set(singles) if len(singles) > 1 else set()
+        self._groups = [self._plan_run(g, meta, pages_cpu, device) for g in runs if g[0] not in lone]
+        if lone:
             pages = [pages_cpu[indptr[s] : indptr[s + 1]] for s in singles]
             width = max(len(p) for p in pages)
             table = torch.zeros(len(singles), width, dtype=torch.long)

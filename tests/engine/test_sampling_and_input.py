@@ -107,6 +107,7 @@ def test_stop_token_ids_and_eos(engine):
     [
         ([], None, "empty"),
         ([1] * 200, None, "context"),
+        ([1] * 100, dict(max_tokens=50), "context"),
         ([1, 999], None, "vocabulary"),
         ([1, 2], dict(max_tokens=0), "max_tokens"),
         ([1, 2], dict(max_tokens=-3), "max_tokens"),
