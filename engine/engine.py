@@ -31,7 +31,6 @@ from engine.load import EngineLoad
 from kvstore.keys import ChunkKey, chunk_key
 
 Prompt = str | Sequence[int] | Sequence[Segment]
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class Engine:
@@ -42,7 +41,7 @@ class Engine:
         self.config = config
         self.clock = clock
         self.device = torch.device(config.device)
-        self.dtype = DTYPES[config.dtype]
+        self.dtype = getattr(torch, config.dtype)  # EngineConfig admits only torch dtype names
         loaded = load_model(config.model, self.dtype, self.device, config.skip_tokenizer_init)
         self.spec, self.tokenizer, self.model_fingerprint = loaded.spec, loaded.tokenizer, loaded.fingerprint
         self.max_model_len = config.max_model_len or self.spec.max_position_embeddings

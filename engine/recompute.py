@@ -72,7 +72,7 @@ def chunk_spans(segments: Sequence[Segment]) -> list[ChunkSpan]:
 def prefix_cacheable_len(segments: Sequence[Segment], policy: LinkPolicy) -> int:
     """How many leading positions may come from the exact-prefix cache under ``policy``."""
     total = sum(len(s) for s in segments)
-    if policy.name == "full":
+    if not policy.reuses_prefix:
         return 0
     if policy.name == "prefix":
         return total - 1

@@ -38,11 +38,6 @@ class ScheduledWork:
 class SchedulerOutput:
     work: list[ScheduledWork] = field(default_factory=list)
     linking: list[Request] = field(default_factory=list)  # write their chunks before the forward
-    preempted: list[Request] = field(default_factory=list)
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(w.num_tokens for w in self.work)
 
 
 def take_positions(pending: list[Run], budget: int) -> list[Run]:
@@ -87,7 +82,7 @@ class Scheduler:
                 break
             if req.status is not RequestStatus.RUNNING or req.in_prefill:
                 continue
-            if not self._grow_or_preempt(req, out):
+            if not self._grow_or_preempt(req):
                 continue
             pos = req.num_tokens - 1
             out.work.append(ScheduledWork(req, [(pos, pos + 1)], sample=True))
@@ -99,11 +94,10 @@ class Scheduler:
         self._admit(budget, out)
         return out
 
-    def _grow_or_preempt(self, req: Request, out: SchedulerOutput) -> bool:
+    def _grow_or_preempt(self, req: Request) -> bool:
         while not self.kv.ensure_capacity(req.block_ids, req.num_tokens):
             victim = self.running[-1]
             self.preempt(victim)
-            out.preempted.append(victim)
             if victim is req:
                 return False
         return True
