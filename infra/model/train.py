@@ -169,8 +169,14 @@ def plot_loss(log: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+# Recorded by ``from_pretrained`` (where a model was loaded from), not part of the tokenizer.
+LOAD_ONLY_KEYS = ("is_local", "local_files_only")
+
+
 def save(model, tokenizer, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    for key in LOAD_ONLY_KEYS:
+        tokenizer.init_kwargs.pop(key, None)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     GenerationConfig(
