@@ -1,5 +1,6 @@
-"""`make serve` in a subprocess: it starts, says where it listens, answers, and stops cleanly
-on SIGTERM leaving no process behind."""
+"""`make serve` in a subprocess: it starts on the embedded default (epic-tiny), says where it
+listens, answers document questions correctly, and stops cleanly on SIGTERM leaving no process
+behind."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import time
 from pathlib import Path
 
 import httpx
-import yaml
 from serving_helpers import free_port
 
+from infra.model.data import Generator
+
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL = ROOT / "models" / "epic-tiny"
 STARTUP_TIMEOUT_S = 240
+QUESTIONS_SEED = 5
 
 
 def children(pid: int) -> list[int]:
@@ -53,24 +55,12 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def serve_args(tiny_model_dir: Path, tmp_path: Path, port: int) -> str:
-    """The embedded default; until models/epic-tiny exists, the same config on the test model."""
-    if (DEFAULT_MODEL / "config.json").is_file():
-        return f"--port {port}"
-    config = yaml.safe_load((ROOT / "infra" / "local.yaml").read_text())
-    config["engine"]["model"] = str(tiny_model_dir)
-    config["store"]["persistent"] = f"dir://{tmp_path / 'store'}"
-    path = tmp_path / "local.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return f"--config {path} --port {port}"
-
-
-def test_make_serve_starts_answers_and_stops(tiny_model_dir, tmp_path):
+def test_make_serve_starts_answers_and_stops():
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     # -o: the venv exists already (reinstalling would need the network).
     proc = subprocess.Popen(["make", "-s", "-o", ".venv/.installed", "serve",
-                             f"ARGS={serve_args(tiny_model_dir, tmp_path, port)}"],
+                             f"ARGS=--port {port}"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
@@ -90,6 +80,16 @@ def test_make_serve_starts_answers_and_stops(tiny_model_dir, tmp_path):
                        json={"model": "epic-tiny", "prompt": "Once upon a time", "max_tokens": 5}, timeout=60)
         assert r.status_code == 200, r.text
         assert r.json()["usage"]["completion_tokens"] >= 1
+        # Held-out questions (entities training never saw), answered from their documents.
+        # The `full` link policy: epic-tiny answers 92.6% of held-out questions with it and far
+        # fewer through linked chunks (models/epic-tiny/MODEL_CARD.md).
+        for ex in Generator(QUESTIONS_SEED, "heldout").examples(3):
+            body = {"model": "epic-tiny", "max_tokens": 16, "temperature": 0, "link_policy": {"name": "full"},
+                    "messages": [{"role": "user", "content": ex.question}],
+                    "documents": [{"text": d} for d in ex.documents]}
+            r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=60)
+            assert r.status_code == 200, r.text
+            assert r.json()["choices"][0]["message"]["content"].strip() == ex.answer, ex
     finally:
         family = children(proc.pid)
         epic = [pid for pid in family if b"bin/epic\0serve" in cmdline(pid)]

@@ -61,9 +61,9 @@ def test_prompt_pieces_tokenize_alone_and_match_the_chat_template(tokenizer):
     assert [s.kind for s in prompt.segments()] == ["prefix"] + ["chunk"] * len(ex.documents) + ["text"]
 
 
-@pytest.mark.xfail(strict=True, reason="epic-tiny is undertrained (35% held-out exact match, "
-                   "see models/epic-tiny/MODEL_CARD.md); remove this marker once it is trained to the bar")
-def test_answers_heldout_questions_exactly(model, tokenizer):
-    examples = Generator(11, "heldout", two_hop_fraction=0.0).examples(8)
-    got = [answer(model, tokenizer, ex).strip() for ex in examples]
-    assert got == [ex.answer for ex in examples]
+def test_answers_heldout_questions_at_the_90_percent_bar(model, tokenizer):
+    """Greedy answers with full prefill to 100 questions about entities training never saw
+    (single and two-hop mixed as in the model card's held-out set): at least 90% exact."""
+    examples = Generator(11, "heldout").examples(100)
+    hits = sum(answer(model, tokenizer, ex).strip() == ex.answer for ex in examples)
+    assert hits >= 90
