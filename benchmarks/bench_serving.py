@@ -154,9 +154,9 @@ def free_port() -> int:
 
 def kv_bytes_per_token(config: AppConfig) -> int:
     from engine.hf_config import load_model_spec
-    from engine.loader import resolve_model_dir
+    from engine.model_source import resolve_model_dir
 
-    spec = load_model_spec(resolve_model_dir(config.engine.model))
+    spec = load_model_spec(resolve_model_dir(config.engine.model, config.engine.model_cache_dir))
     itemsize = {"float32": 4, "bfloat16": 2, "float16": 2}[config.engine.dtype]
     return spec.num_layers * 2 * spec.num_kv_heads * spec.head_dim * itemsize
 
@@ -165,7 +165,7 @@ def document_tokens(config: AppConfig, docs: list[str]) -> int:
     from deployments.model_files import tokenizer_of
     from deployments.prompting import PromptBuilder
 
-    builder = PromptBuilder(tokenizer_of(config.engine.model), "bench", config.engine.chunk_tokens)
+    builder = PromptBuilder(tokenizer_of(config.engine), "bench", config.engine.chunk_tokens)
     return sum(builder.chunk_document(d).num_tokens for d in docs)
 
 

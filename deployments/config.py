@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 
 from engine.config import EngineConfig
+from engine.model_source import served_name_of
 from kvstore.config import StoreConfig
 from router.config import RouterConfig
 
@@ -75,7 +76,8 @@ class IngressConfig:
     """The OpenAI-compatible ingress deployment.
 
     Attributes:
-        served_model_name: the model id clients send (and ``GET /v1/models`` lists).
+        served_model_name: the model id clients send (and ``GET /v1/models`` lists); "" (the
+            default) derives it from the engine's model (:func:`engine.model_source.served_name_of`).
         max_body_bytes: largest request body; larger ones get 413.
         max_documents: most documents in one request.
         default_max_tokens: chat completions without ``max_tokens`` (completions default to 16,
@@ -85,7 +87,7 @@ class IngressConfig:
         num_cpus: CPUs reserved per ingress replica (tokenization runs here).
     """
 
-    served_model_name: str = "epic-tiny"
+    served_model_name: str = ""
     max_body_bytes: int = 4 * 1024 * 1024
     max_documents: int = 64
     default_max_tokens: int = 256
@@ -94,8 +96,6 @@ class IngressConfig:
     num_cpus: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.served_model_name:
-            raise ValueError("served_model_name must be non-empty")
         for name in ("max_body_bytes", "max_documents", "default_max_tokens", "max_ongoing_requests",
                      "num_replicas"):
             if getattr(self, name) < 1:
@@ -147,6 +147,11 @@ class AppConfig:
     ingress: IngressConfig = field(default_factory=IngressConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        if not self.ingress.served_model_name:  # derived from the model when the config names none
+            named = dataclasses.replace(self.ingress, served_model_name=served_name_of(self.engine.model))
+            object.__setattr__(self, "ingress", named)
 
     @classmethod
     def from_dict(cls, data: Any, base_dir: Path | str | None = None) -> AppConfig:
@@ -207,10 +212,10 @@ def load_config(path: Path | str, base_dir: Path | str | None = None) -> AppConf
 
 
 def _resolve_model(model: str, base: Path) -> str:
-    """A relative model path that exists under ``base`` becomes absolute; anything else (an
-    absolute path, a hub id) is kept."""
+    """A relative model path (directory or .gguf file) that exists under ``base`` becomes
+    absolute; anything else (an absolute path, a packaged model's name, a hub id) is kept."""
     path = Path(model).expanduser()
-    if not path.is_absolute() and (base / path).is_dir():
+    if not path.is_absolute() and (base / path).exists():
         return str((base / path).resolve())
     return str(path) if path.is_absolute() else model
 

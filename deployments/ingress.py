@@ -95,9 +95,9 @@ class Ingress:
     """Validates, tokenizes and routes; streams the replicas' tokens back as OpenAI responses."""
 
     def __init__(self, replica, engine_config: EngineConfig, store_config: StoreConfig, config: IngressConfig):
-        fingerprint = fingerprint_of(engine_config.model, engine_config.dtype)
+        fingerprint = fingerprint_of(engine_config)
         self.config = config
-        self.builder = PromptBuilder(tokenizer_of(engine_config.model), fingerprint, engine_config.chunk_tokens)
+        self.builder = PromptBuilder(tokenizer_of(engine_config), fingerprint, engine_config.chunk_tokens)
         blobs = open_blobs(store_config) or MemoryBlobs()
         self.documents = DocumentLibrary(self.builder, DocumentRegistry(blobs, fingerprint),
                                          ChunkIdStore(blobs, fingerprint))

@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
+from engine.config import EngineConfig
 from engine.fingerprint import model_fingerprint
-from engine.loader import load_tokenizer, resolve_model_dir, weight_files
+from engine.loader import load_tokenizer, weight_files
+from engine.model_source import resolve_model_dir
 
 
-def fingerprint_of(model: str, dtype: str) -> str:
-    """The fingerprint the engine computes for ``model`` loaded in ``dtype`` (chunk keys use it).
+def fingerprint_of(config: EngineConfig) -> str:
+    """The fingerprint the engine computes for ``config``'s model in its dtype (chunk keys use it).
 
     Raises:
-        ValueError: the model directory cannot be found or has no weights.
+        ValueError: the model cannot be found or has no weights.
     """
-    model_dir = resolve_model_dir(model)
-    return model_fingerprint(model_dir / "config.json", weight_files(model_dir), dtype)
+    model_dir = resolve_model_dir(config.model, config.model_cache_dir)
+    return model_fingerprint(model_dir / "config.json", weight_files(model_dir), config.dtype)
 
 
-def tokenizer_of(model: str):
-    """The model's ``transformers`` tokenizer.
+def tokenizer_of(config: EngineConfig):
+    """``config``'s model's ``transformers`` tokenizer.
 
     Raises:
         ValueError: the model has no tokenizer files (the HTTP API needs text).
     """
-    model_dir = resolve_model_dir(model)
+    model_dir = resolve_model_dir(config.model, config.model_cache_dir)
     tokenizer = load_tokenizer(model_dir)
     if tokenizer is None:
         raise ValueError(f"{model_dir} has no tokenizer: the HTTP API needs one")

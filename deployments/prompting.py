@@ -14,8 +14,14 @@ A model whose chat template renders ``documents`` (as Hugging Face RAG templates
 each document in the same text wherever it stands (``Document: {text}\\n`` for epic-tiny).
 That wrapper is learned once from the template and becomes part of the document's chunks, in
 both endpoints and the documents API, so a document's chunk keys never depend on where or
-through which endpoint it is used. A template that ignores documents gets them raw, at the
-start of the last user message.
+through which endpoint it is used. A template that ignores documents (most instruct models' ChatML
+or Llama templates) gets them at the start of the last user message, each followed by a blank
+line, behind a system line telling the model to answer from them (unless the messages bring
+their own system turn)::
+
+    [ prefix: <|im_start|>system\n{documents system prompt}<|im_end|>\n<|im_start|>user\n ]
+    [ chunk: doc 1 "\n\n" ]...[ chunk: doc n "\n\n" ][ text: question<|im_end|>\n
+                                                           <|im_start|>assistant\n ]
 
 Pure logic on a ``transformers`` tokenizer: no Ray, no FastAPI.
 """
@@ -32,6 +38,9 @@ from kvstore.keys import ChunkKey, chunk_key
 from router.hint import RoutingHint
 
 _PROBE = [{"role": "user", "content": "?"}]
+# For templates that do not render documents themselves.
+PLAIN_DOCUMENT_WRAPPER_AFTER = "\n\n"
+DEFAULT_DOCUMENTS_SYSTEM_PROMPT = "Answer the question using the documents in the user's message."
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,14 +129,18 @@ class PromptBuilder:
         tokenizer: the model's ``transformers`` tokenizer.
         model_fingerprint: the engine's model fingerprint (goes into chunk keys).
         chunk_tokens: KVSplit's largest chunk.
+        documents_system_prompt: the system turn added to chat requests with documents when the
+            template does not render documents and the messages have no system turn.
     """
 
-    def __init__(self, tokenizer, model_fingerprint: str, chunk_tokens: int):
+    def __init__(self, tokenizer, model_fingerprint: str, chunk_tokens: int,
+                 documents_system_prompt: str = DEFAULT_DOCUMENTS_SYSTEM_PROMPT):
         self.tokenizer = tokenizer
         self.model_fingerprint = model_fingerprint
         self.chunk_tokens = chunk_tokens
+        self.documents_system_prompt = documents_system_prompt
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
-        self.wrapper = learn_document_wrapper(self._render) if self.has_chat_template else None
+        self.template_wrapper = learn_document_wrapper(self._render) if self.has_chat_template else None
         self._bos_ids = tuple(tokenizer.encode("", add_special_tokens=True))
 
     def encode(self, text: str) -> list[int]:
@@ -143,7 +156,8 @@ class PromptBuilder:
         """
         if not isinstance(text, str) or not text.strip():
             raise ValueError("a document needs non-blank text")
-        wrapped = (self.wrapper or DocumentWrapper()).apply(text)
+        wrapper = self.template_wrapper or DocumentWrapper(after=PLAIN_DOCUMENT_WRAPPER_AFTER)
+        wrapped = wrapper.apply(text)
         chunks = kvsplit(wrapped, self.encode, self.chunk_tokens)
         ids = tuple(c.token_ids for c in chunks)
         return ChunkedDocument(ids, self.keys_of(ids), wrapped)
@@ -168,9 +182,12 @@ class PromptBuilder:
         """
         if not self.has_chat_template:
             raise ValueError("this model has no chat template: use /v1/completions")
-        if self.wrapper is not None:
+        if self.template_wrapper is not None:
             head, tail = self._split_at_documents(messages, len(documents))
         else:
+            if documents and self.documents_system_prompt and not any(
+                    isinstance(m, dict) and m.get("role") == "system" for m in messages):
+                messages = [{"role": "system", "content": self.documents_system_prompt}, *messages]
             head, tail = self._split_at_last_user(messages, bool(documents))
         return self._layout(self.encode(head), documents, self.encode(tail), tail, head)
 
@@ -178,7 +195,7 @@ class PromptBuilder:
         sentinels = [_sentinel(i) for i in range(max(num_documents, 1))]
         rendered = self._render(messages, [{"text": s} for s in sentinels])
         parts = _split_on(rendered, sentinels)
-        w = self.wrapper
+        w = self.template_wrapper
         glue = w.after + w.before
         if not (parts[0].endswith(w.before) and parts[-1].startswith(w.after)
                 and all(p == glue for p in parts[1:-1])):

@@ -58,12 +58,12 @@ class DocumentCompiler:
         blobs = open_blobs(store_config)
         if blobs is None:
             raise ValueError("the warm-up needs a persistent store (store.persistent: dir://PATH or s3://BUCKET/PREFIX)")
-        fingerprint = fingerprint_of(engine_config.model, engine_config.dtype)
+        fingerprint = fingerprint_of(engine_config)
         self.tier = BlobTier(store_config.location.kind, blobs, fingerprint)
         self.sink = PersistentSink(self.tier, write_threads, max_pending=2 * write_threads)
         self.engine = Engine(engine_config, chunk_source=self.sink)
         assert self.engine.model_fingerprint == fingerprint, "the engine and the store disagree on the model"
-        self.builder = PromptBuilder(tokenizer_of(engine_config.model), fingerprint, engine_config.chunk_tokens)
+        self.builder = PromptBuilder(tokenizer_of(engine_config), fingerprint, engine_config.chunk_tokens)
         self.library = DocumentLibrary(self.builder, DocumentRegistry(blobs, fingerprint),
                                        ChunkIdStore(blobs, fingerprint))
 

@@ -15,7 +15,9 @@ class EngineConfig:
     """Everything an :class:`engine.Engine` is built from.
 
     Attributes:
-        model: a Hugging Face model directory (config.json + safetensors) or a hub id.
+        model: a packaged model's short name (``smollm2-135m-instruct``), a ``.gguf`` file, a
+            Hugging Face model directory (config.json + safetensors) or a hub id.
+        model_cache_dir: where GGUF models are kept dequantized ("" -> ``~/.cache/epic-serve/models``).
         device: ``cpu``, ``cuda`` or ``cuda:N``.
         dtype: weights and KV dtype: float32, bfloat16 or float16.
         backend: attention backend: ``torch`` (reference, CPU and GPU) or ``flashinfer`` (CUDA).
@@ -34,6 +36,7 @@ class EngineConfig:
     """
 
     model: str
+    model_cache_dir: str = ""
     device: str = "cpu"
     dtype: str = "float32"
     backend: str = "torch"

@@ -42,7 +42,8 @@ class Engine:
         self.clock = clock
         self.device = torch.device(config.device)
         self.dtype = getattr(torch, config.dtype)  # EngineConfig admits only torch dtype names
-        loaded = load_model(config.model, self.dtype, self.device, config.skip_tokenizer_init)
+        loaded = load_model(config.model, self.dtype, self.device, config.skip_tokenizer_init,
+                            config.model_cache_dir)
         self.spec, self.tokenizer, self.model_fingerprint = loaded.spec, loaded.tokenizer, loaded.fingerprint
         self.max_model_len = config.max_model_len or self.spec.max_position_embeddings
         num_blocks = config.num_blocks or max(1, config.kv_cache_bytes // self._block_bytes())

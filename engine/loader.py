@@ -16,11 +16,9 @@ import torch
 from engine.fingerprint import model_fingerprint
 from engine.hf_config import load_model_spec
 from engine.model import Model
+from engine.model_source import resolve_model_dir
 from engine.model_spec import ModelSpec
 
-# What a hub download fetches: config, generation config, tokenizer files and weights.
-# (model*.safetensors only: some repos also carry the same weights in another naming scheme.)
-HUB_ALLOW_PATTERNS = ["*.json", "model*.safetensors", "tokenizer.model", "*.tiktoken", "*.txt"]
 SINGLE_FILE = "model.safetensors"
 SHARD_INDEX = "model.safetensors.index.json"
 # Any one of these makes the directory's tokenizer loadable by AutoTokenizer.
@@ -39,21 +37,24 @@ class LoadedModel(NamedTuple):
 
 
 def load_model(
-    model: str, dtype: torch.dtype, device: torch.device, skip_tokenizer_init: bool = False
+    model: str, dtype: torch.dtype, device: torch.device, skip_tokenizer_init: bool = False,
+    cache_dir: str = "",
 ) -> LoadedModel:
     """Load config, weights and tokenizer.
 
     Args:
-        model: a local Hugging Face directory (config.json + *.safetensors, sharded or not) or
-            a hub id (downloaded with ``huggingface_hub.snapshot_download``).
+        model: a packaged model's short name, a ``.gguf`` file (dequantized once into
+            ``cache_dir``), a local Hugging Face directory (config.json + *.safetensors, sharded
+            or not) or a hub id (see :mod:`engine.model_source`).
         dtype: weight (and KV) dtype; checkpoint tensors are cast to it.
         device: where the weights live.
         skip_tokenizer_init: never load a tokenizer (serve token-id prompts only).
+        cache_dir: where converted GGUF models are kept ("" -> the user's cache directory).
 
     Raises:
         ValueError: the model cannot be found, is unsupported, or its weights do not match.
     """
-    model_dir = resolve_model_dir(model)
+    model_dir = resolve_model_dir(model, cache_dir)
     spec = load_model_spec(model_dir)
     files = weight_files(model_dir)
     # Built without storage, then allocated uninitialised: every parameter is overwritten by
@@ -64,19 +65,6 @@ def load_model(
     tokenizer = None if skip_tokenizer_init else load_tokenizer(model_dir)
     fingerprint = model_fingerprint(model_dir / "config.json", files, str(dtype).removeprefix("torch."))
     return LoadedModel(model=net, spec=spec, tokenizer=tokenizer, fingerprint=fingerprint)
-
-
-def resolve_model_dir(model: str) -> Path:
-    """A local directory as is; anything else is treated as a hub id and downloaded."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return path
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(model, allow_patterns=HUB_ALLOW_PATTERNS))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"model {model!r} is neither a local model directory nor a reachable hub id: {e}") from e
 
 
 def weight_files(model_dir: Path) -> list[Path]:

@@ -12,11 +12,11 @@ from deployments.config import AppConfig, load_config
 
 def test_embedded_default_loads():
     config = load_config(ROOT / "infra" / "local.yaml", base_dir=ROOT)
-    assert config.engine.model == str(ROOT / "models" / "epic-tiny")
+    assert config.engine.model == "smollm2-135m-instruct"
     assert config.store.persistent == f"dir://{ROOT / '.store'}"
     assert config.replica.num_replicas == 1 and config.replica.request_router == "cache_aware"
     assert (config.http.host, config.http.port) == ("127.0.0.1", 8000)
-    assert config.ingress.served_model_name == "epic-tiny"
+    assert config.ingress.served_model_name == "smollm2-135m-instruct"
     assert config.engine.link_policy.label() == "legolink-16"
 
 
@@ -28,6 +28,19 @@ def test_relative_paths_resolve_against_the_base_dir(tmp_path):
     hub = AppConfig.from_dict({"engine": {"model": "org/not-a-local-dir"}, "store": {"persistent": "s3://bucket/p"}},
                               base_dir=tmp_path)
     assert hub.engine.model == "org/not-a-local-dir" and hub.store.persistent == "s3://bucket/p"
+    (tmp_path / "w.gguf").write_bytes(b"GGUF")
+    assert AppConfig.from_dict({"engine": {"model": "w.gguf"}}, base_dir=tmp_path).engine.model == str(tmp_path / "w.gguf")
+
+
+def test_served_model_name_derives_from_the_model_unless_set(tmp_path):
+    (tmp_path / "my-model").mkdir()
+    named = {"my-model": "my-model", "smollm2-135m-instruct": "smollm2-135m-instruct", "org/hub-model": "org/hub-model",
+             "q/Qwen2-0.5B.Q8_0.gguf": "Qwen2-0.5B.Q8_0"}
+    for model, served in named.items():
+        config = AppConfig.from_dict({"engine": {"model": model}}, base_dir=tmp_path)
+        assert config.ingress.served_model_name == served
+    own = AppConfig.from_dict({"engine": {"model": "my-model"}, "ingress": {"served_model_name": "mine"}}, base_dir=tmp_path)
+    assert own.ingress.served_model_name == "mine"
 
 
 def test_types_are_checked_and_ints_widen_to_floats():
@@ -54,7 +67,6 @@ def test_types_are_checked_and_ints_widen_to_floats():
      "replica.request_router is 'random'; valid values: cache_aware"),
     ({"engine": {"model": "x"}, "replica": {"num_replicas": 0}}, "replica: num_replicas must be >= 1"),
     ({"engine": {"model": "x"}, "replica": "two"}, "replica must be a mapping"),
-    ({"engine": {"model": "x"}, "ingress": {"served_model_name": ""}}, "ingress: served_model_name must be non-empty"),
     ({"engine": {"model": "x"}, "http": {"port": 70000}}, "http: port must be in [0, 65535]"),
     ({"engine": {"model": "x"}, "ray": {"object_store_memory": 1024}}, "ray: object_store_memory must be >= 78 MiB"),
     ([1, 2], "must be a mapping of sections"),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from tiny_model import build_tokenizer, document
 
-from deployments.prompting import DocumentWrapper, PromptBuilder, learn_document_wrapper
+from deployments.prompting import (DEFAULT_DOCUMENTS_SYSTEM_PROMPT, DocumentWrapper, PromptBuilder,
+                                  learn_document_wrapper)
 from engine.segments import prompt_token_ids
 from kvstore.keys import chunk_key
 
@@ -30,7 +31,7 @@ def with_template(template: str):
 
 
 def test_wrapper_is_learned_from_the_template(builder):
-    assert builder.wrapper == DocumentWrapper("Document: ", "\n")
+    assert builder.template_wrapper == DocumentWrapper("Document: ", "\n")
 
 
 def test_chat_prompt_is_the_template_rendering(builder, tokenizer):
@@ -85,15 +86,22 @@ def test_template_that_ignores_documents_gets_them_before_the_last_question(toke
     template = ("{{ bos_token }}{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}</{{ m['role'] }}>"
                 "{% endfor %}<assistant>")
     b = PromptBuilder(with_template(template), FP, 64)
-    assert b.wrapper is None
+    assert b.template_wrapper is None
     doc = b.chunk_document("The ferry leaves at nine.\n")
     messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
                 {"role": "user", "content": "When?"}]
     layout = b.chat(messages, [doc])
     decode = b.tokenizer.decode
-    assert decode(layout.segments[0].token_ids) == "<s><user>Hi</user><assistant>Hello</assistant><user>"
-    assert decode(layout.segments[1].token_ids) == "The ferry leaves at nine.\n"
+    system = f"<system>{DEFAULT_DOCUMENTS_SYSTEM_PROMPT}</system>"
+    assert decode(layout.segments[0].token_ids) == f"<s>{system}<user>Hi</user><assistant>Hello</assistant><user>"
+    assert decode(layout.segments[1].token_ids) == "The ferry leaves at nine.\n\n\n"
     assert decode(layout.segments[2].token_ids) == "When?</user><assistant>"
+    # The messages' own system turn is kept, and no system line is added without documents.
+    own = b.chat([{"role": "system", "content": "Be brief."}, *messages], [doc])
+    assert decode(own.segments[0].token_ids).startswith("<s><system>Be brief.</system><user>Hi</user>")
+    plain = b.chat(messages, [])
+    assert decode(prompt_token_ids(plain.segments)) == ("<s><user>Hi</user><assistant>Hello</assistant>"
+                                                        "<user>When?</user><assistant>")
     with pytest.raises(ValueError, match="need a user message"):
         b.chat([{"role": "system", "content": "x"}], [doc])
 

@@ -46,9 +46,10 @@ def corpus(tmp_path_factory, docs) -> Path:
 def builder(warmup_model_dir):
     from deployments.model_files import fingerprint_of, tokenizer_of
     from deployments.prompting import PromptBuilder
+    from engine import EngineConfig
 
-    return PromptBuilder(tokenizer_of(str(warmup_model_dir)), fingerprint_of(str(warmup_model_dir), "float32"),
-                         CHUNK_TOKENS)
+    config = EngineConfig(model=str(warmup_model_dir), dtype="float32")
+    return PromptBuilder(tokenizer_of(config), fingerprint_of(config), CHUNK_TOKENS)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def registry(config_path: Path):
     from kvstore.builder import build_registry
 
     config = load_app_config(config_path)
-    return build_registry(config.store, fingerprint_of(config.engine.model, config.engine.dtype))
+    return build_registry(config.store, fingerprint_of(config.engine))
 
 
 def options(corpus: Path, config: Path, **kw) -> WarmupOptions:

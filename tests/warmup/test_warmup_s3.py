@@ -62,8 +62,8 @@ def stored_keys(s3_server, bucket) -> set[str]:
 def test_s3_corpus_into_the_s3_store_then_a_rerun_skips(s3_server, s3_setup, pool):
     config_path, bucket, docs = s3_setup
     config = load_app_config(config_path)
-    fingerprint = fingerprint_of(config.engine.model, config.engine.dtype)
-    builder = PromptBuilder(tokenizer_of(config.engine.model), fingerprint, config.engine.chunk_tokens)
+    fingerprint = fingerprint_of(config.engine)
+    builder = PromptBuilder(tokenizer_of(config.engine), fingerprint, config.engine.chunk_tokens)
     expected = {d["id"]: builder.chunk_document(d["text"]).chunk_keys for d in docs}
     distinct = {k for keys in expected.values() for k in keys}
 
