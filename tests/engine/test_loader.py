@@ -121,7 +121,7 @@ def test_missing_or_broken_config(tmp_path, hf_model_dirs):
 
 def test_unknown_path_or_unreachable_hub_id(tmp_path):
     # Tests run with HF_HUB_OFFLINE=1: a hub id that is not cached is an error, not a download.
-    with pytest.raises(ValueError, match="neither a local model directory nor a reachable hub id"):
+    with pytest.raises(ValueError, match="a local model directory nor a reachable hub id"):
         load_model(str(tmp_path / "absent"), F32, CPU)
     with pytest.raises(ValueError, match="'nobody/no-such-model' is neither"):
         load_model("nobody/no-such-model", F32, CPU)
