@@ -132,7 +132,8 @@ def _write_hf_dir(gguf_path: Path, out: Path) -> None:
     tied = bool(config.get("tie_word_embeddings"))
     tensors = {k: v.detach().contiguous() for k, v in net.state_dict().items()
                if not (tied and k == "lm_head.weight")}
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt", "source": name})
+    # One metadata key: safetensors orders several in no fixed way, and the bytes must repeat.
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     tokenizer.save_pretrained(out)
 
 

@@ -28,3 +28,12 @@ def stories260k_dir(stories260k_bin, tmp_path_factory) -> Path:
     from engine.llama2c import convert_llama2c
 
     return convert_llama2c(stories260k_bin, tmp_path_factory.mktemp("stories260k"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct (the packaged GGUF) dequantized into a session cache (~20 s)."""
+    from engine.model_source import resolve_gguf
+
+    cached = resolve_gguf("smollm2-135m-instruct", str(tmp_path_factory.mktemp("model-cache")))
+    return cached.model_dir
