@@ -60,3 +60,14 @@ def builder(tiny_model_dir, reference_engine):
 
     return PromptBuilder(reference_engine.tokenizer, reference_engine.model_fingerprint, CHUNK_TOKENS)
 
+
+
+@pytest.fixture(scope="session")
+def make_serve():
+    """`make serve` (the embedded default) on a free port, shared by the session's tests; stopped
+    at the end, asserting a clean exit and no process left behind."""
+    from make_serve import MakeServe
+
+    served = MakeServe().start()
+    yield served
+    served.stop()

@@ -1,106 +1,41 @@
-"""`make serve` in a subprocess: it starts on the embedded default (epic-tiny), says where it
-listens, answers document questions correctly, and stops cleanly on SIGTERM leaving no process
-behind."""
+"""`make serve` in a subprocess: it starts on the embedded default (SmolLM2-135M-Instruct), says
+where it listens, answers document questions with the fact asked for under `full` and under
+the default link policy, and stops cleanly on SIGTERM leaving no process behind (checked when
+the session's `make serve` fixture is torn down)."""
 
 from __future__ import annotations
 
-import os
-import queue
-import signal
-import subprocess
-import threading
-import time
-from pathlib import Path
-
 import httpx
-from serving_helpers import free_port
+import pytest
 
-from infra.model.data import Generator
-
-ROOT = Path(__file__).resolve().parents[2]
-STARTUP_TIMEOUT_S = 240
-QUESTIONS_SEED = 5
-
-
-def children(pid: int) -> list[int]:
-    """All descendants of ``pid`` (from /proc)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            out.append(child)
-            todo.append(child)
-    return out
+MODEL = "smollm2-135m-instruct"
+# Questions whose answer SmolLM2 reads from the documents (the fact must appear in the answer).
+CASES = [
+    ("Where does the ferry leave from?", ["The ferry leaves from the north harbor at nine.",
+                                          "The harbor has a copper lantern on its pier."], "north harbor"),
+    ("What is on the pier?", ["The harbor has a copper lantern on its pier.",
+                              "The ferry leaves from the north harbor at nine."], "copper lantern"),
+    ("Where does Tobin Harle live?", ["Vela Morn lives in Ostrin. Vela Morn works as a pilot.",
+                                      "Tobin Harle lives in Quarry Bay. Tobin Harle is 41 years old."], "quarry bay"),
+]
 
 
-def cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
+def test_startup_line_names_the_default_model(make_serve):
+    assert f"(model {MODEL}, 1 replica)" in make_serve.banner
+    models = httpx.get(f"{make_serve.url}/v1/models", timeout=30).json()
+    assert [m["id"] for m in models["data"]] == [MODEL]
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def test_make_serve_starts_answers_and_stops():
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    # -o: the venv exists already (reinstalling would need the network).
-    proc = subprocess.Popen(["make", "-s", "-o", ".venv/.installed", "serve",
-                             f"ARGS=--port {port}"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
-    seen = []
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        banner = f"epic-serve listening on http://127.0.0.1:{port}"
-        while not any(banner in line for line in seen):
-            assert proc.poll() is None, "".join(seen)
-            assert time.monotonic() < deadline, "no startup line:\n" + "".join(seen)
-            try:
-                seen.append(lines.get(timeout=1))
-            except queue.Empty:
-                pass
-        assert "(model epic-tiny, 1 replica)" in next(line for line in seen if banner in line)
-        r = httpx.post(f"http://127.0.0.1:{port}/v1/completions",
-                       json={"model": "epic-tiny", "prompt": "Once upon a time", "max_tokens": 5}, timeout=60)
+@pytest.mark.parametrize("policy", [{"name": "full"}, None], ids=["full", "default"])
+def test_document_questions_are_answered_with_the_fact(make_serve, policy):
+    for question, docs, fact in CASES:
+        body = {"model": MODEL, "max_tokens": 24, "temperature": 0,
+                "messages": [{"role": "user", "content": question}], "documents": [{"text": d} for d in docs]}
+        if policy:
+            body["link_policy"] = policy
+        r = httpx.post(f"{make_serve.url}/v1/chat/completions", json=body, timeout=120)
         assert r.status_code == 200, r.text
-        assert r.json()["usage"]["completion_tokens"] >= 1
-        # Held-out questions (entities training never saw), answered from their documents.
-        # The `full` link policy: epic-tiny answers 92.6% of held-out questions with it and far
-        # fewer through linked chunks (models/epic-tiny/MODEL_CARD.md).
-        for ex in Generator(QUESTIONS_SEED, "heldout").examples(3):
-            body = {"model": "epic-tiny", "max_tokens": 16, "temperature": 0, "link_policy": {"name": "full"},
-                    "messages": [{"role": "user", "content": ex.question}],
-                    "documents": [{"text": d} for d in ex.documents]}
-            r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=60)
-            assert r.status_code == 200, r.text
-            assert r.json()["choices"][0]["message"]["content"].strip() == ex.answer, ex
-    finally:
-        family = children(proc.pid)
-        epic = [pid for pid in family if b"bin/epic\0serve" in cmdline(pid)]
-        assert len(epic) == 1, "".join(seen)
-        os.kill(epic[0], signal.SIGTERM)
-        code = proc.wait(timeout=90)
-        while not lines.empty():
-            seen.append(lines.get())
-        assert code == 0, "".join(seen)
-        assert any("epic-serve stopping" in line for line in seen), "".join(seen)
-        deadline = time.monotonic() + 60
-        while any(alive(pid) for pid in family) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert not [pid for pid in family if alive(pid)], "processes left behind"
+        assert fact in r.json()["choices"][0]["message"]["content"].lower(), (question, r.json())
+    r = httpx.post(f"{make_serve.url}/v1/completions", json={"model": MODEL, "prompt": "The capital of France is",
+                                                             "max_tokens": 5, "temperature": 0}, timeout=60)
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] >= 1, r.text

@@ -1,4 +1,5 @@
-"""The README's HTTP API examples run, unchanged but for the address, against the test app."""
+"""The README's HTTP API examples run, unchanged but for the address, against `make serve` (the
+embedded default, SmolLM2-135M-Instruct), and answer with the facts they ask for."""
 
 from __future__ import annotations
 
@@ -28,19 +29,25 @@ def test_readme_has_examples():
 
 
 @pytest.mark.parametrize("index", range(len(http_api_blocks("python"))))
-def test_python_example(base_url, index, capsys):
+def test_python_example(make_serve, index, capsys):
     code = http_api_blocks("python")[index]
     assert DEFAULT_URL in code
-    exec(compile(code.replace(DEFAULT_URL, base_url), f"README.md[python {index}]", "exec"), {})
-    assert capsys.readouterr().out.strip()
+    exec(compile(code.replace(DEFAULT_URL, make_serve.url), f"README.md[python {index}]", "exec"), {})
+    out = capsys.readouterr().out.lower()
+    assert out.strip()
+    if "where does the ferry leave from?" in code.lower():
+        assert "north harbor" in out and "copper lantern" in out, out
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-def test_curl_examples(base_url):
+def test_curl_examples(make_serve):
     for block in http_api_blocks("bash"):
         if not block.lstrip().startswith("curl"):
             continue
-        out = subprocess.run(["bash", "-c", block.replace(DEFAULT_URL, base_url)], capture_output=True, text=True,
-                             timeout=60)
+        out = subprocess.run(["bash", "-c", block.replace(DEFAULT_URL, make_serve.url)], capture_output=True,
+                             text=True, timeout=120)
         assert out.returncode == 0, out.stderr
-        assert json.loads(out.stdout)["choices"][0]["message"]["role"] == "assistant"
+        message = json.loads(out.stdout)["choices"][0]["message"]
+        assert message["role"] == "assistant"
+        if "ferry leave from" in block:
+            assert "north harbor" in message["content"].lower(), message
