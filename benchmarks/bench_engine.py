@@ -1,7 +1,9 @@
 """Engine vs transformers on this machine: prefill throughput, TTFT, decode throughput at
-batch 1 and 16, side by side in one run (random-weight Llama; speed does not depend on weights).
+batch 1 and 16, side by side in one run (a random-weight ~50M Llama by default; speed does not
+depend on weights), or any model the engine loads (both sides then read the same fp32 weights).
 
-    .venv/bin/python benchmarks/bench_engine.py [--runs 3] [--prompt-tokens 2048]
+    .venv/bin/python benchmarks/bench_engine.py [--runs 3] [--prompt-tokens 1024,4096]
+    .venv/bin/python benchmarks/bench_engine.py --model smollm2-135m-instruct
 """
 
 from __future__ import annotations
@@ -27,9 +29,9 @@ BENCH_LLAMA = dict(
 )
 
 
-def prompts(n: int, lo: int, hi: int, seed: int) -> list[list[int]]:
+def prompts(n: int, lo: int, hi: int, seed: int, vocab: int) -> list[list[int]]:
     rng = random.Random(seed)
-    return [[1] + [rng.randrange(3, 32000) for _ in range(rng.randrange(lo, hi + 1) - 1)] for _ in range(n)]
+    return [[1] + [rng.randrange(3, vocab) for _ in range(rng.randrange(lo, hi + 1) - 1)] for _ in range(n)]
 
 
 def hf_generate(model, batch: list[list[int]], new_tokens: int) -> float:
@@ -55,25 +57,33 @@ def ours_generate(engine: Engine, batch: list[list[int]], new_tokens: int) -> tu
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--prompt-tokens", type=int, default=2048)
+    ap.add_argument("--prompt-tokens", default="2048", help="comma-separated prompt lengths for TTFT")
     ap.add_argument("--decode-tokens", type=int, default=32)
+    ap.add_argument("--model", default="", help="a model name the engine loads (default: a random ~50M Llama)")
     args = ap.parse_args()
     from transformers import AutoModelForCausalLM
 
+    from engine.model_source import resolve_model_dir
+
     torch.manual_seed(0)
-    path = write_random_llama(Path(tempfile.gettempdir()) / "epic-bench-llama-50m", BENCH_LLAMA)
+    if args.model:
+        path = resolve_model_dir(args.model)
+    else:
+        path = write_random_llama(Path(tempfile.gettempdir()) / "epic-bench-llama-50m", BENCH_LLAMA)
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="sdpa").eval()
     engine = Engine(EngineConfig(model=str(path), dtype="float32", max_num_batched_tokens=4096,
                                  enable_prefix_caching=False, kv_cache_bytes=1 << 30))
     n_params = sum(p.numel() for p in hf.parameters())
+    c = hf.config
     print(f"setup: {machine_description(torch.device('cpu'))}")
-    print(f"model: random Llama, {n_params / 1e6:.0f}M params, fp32, {BENCH_LLAMA['num_hidden_layers']} layers, "
-          f"hidden {BENCH_LLAMA['hidden_size']}, GQA {BENCH_LLAMA['num_attention_heads']}/{BENCH_LLAMA['num_key_value_heads']}")
+    print(f"model: {args.model or 'random Llama'}, {n_params / 1e6:.0f}M params, fp32, {c.num_hidden_layers} layers, "
+          f"hidden {c.hidden_size}, GQA {c.num_attention_heads}/{c.num_key_value_heads}")
     print(f"runs: {args.runs} (medians), torch threads {torch.get_num_threads()}")
 
-    long = prompts(1, args.prompt_tokens, args.prompt_tokens, seed=1)
-    b1 = prompts(1, 128, 128, seed=2)
-    b16 = prompts(16, 64, 256, seed=3)
+    vocab = c.vocab_size
+    lengths = [int(t) for t in args.prompt_tokens.split(",")]
+    b1 = prompts(1, 128, 128, seed=2, vocab=vocab)
+    b16 = prompts(16, 64, 256, seed=3, vocab=vocab)
     d = args.decode_tokens
     rows = []
     # Warm both paths once.
@@ -84,11 +94,12 @@ def main() -> None:
         return statistics.median(f() for _ in range(args.runs))
 
     # Prefill: TTFT of one long prompt (one new token).
-    hf_ttft = med(lambda: hf_generate(hf, long, 1))
-    our_ttft = med(lambda: ours_generate(engine, long, 1)[1])
-    tok = args.prompt_tokens
-    rows.append([f"prefill {tok} tok (tok/s)", tok / hf_ttft, tok / our_ttft, hf_ttft / our_ttft])
-    rows.append([f"TTFT {tok} tok (s)", hf_ttft, our_ttft, hf_ttft / our_ttft])
+    for tok in lengths:
+        long = prompts(1, tok, tok, seed=1, vocab=vocab)
+        hf_ttft = med(lambda: hf_generate(hf, long, 1))
+        our_ttft = med(lambda: ours_generate(engine, long, 1)[1])
+        rows.append([f"prefill {tok} tok (tok/s)", tok / hf_ttft, tok / our_ttft, hf_ttft / our_ttft])
+        rows.append([f"TTFT {tok} tok (s)", hf_ttft, our_ttft, hf_ttft / our_ttft])
     # Decode: (time for d tokens - time for 1 token) over d-1 tokens per sequence.
     for name, batch in (("batch 1", b1), ("batch 16", b16)):
         hf_t = med(lambda: hf_generate(hf, batch, d)) - med(lambda: hf_generate(hf, batch, 1))

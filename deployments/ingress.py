@@ -157,7 +157,7 @@ class Ingress:
 
     def _layout(self, endpoint: Endpoint, body: CompletionRequest | ChatCompletionRequest) -> PromptLayout:
         """Resolve the documents and build the prompt (on the tokenizer thread)."""
-        docs = self.documents.resolve(body.documents or [])
+        docs = self.builder.ordered(self.documents.resolve(body.documents or []), body.document_order, body.question)
         if endpoint == "chat":
             return self.builder.chat([m.as_template_message() for m in body.messages], docs)
         return self.builder.completion(body.prompt, docs)

@@ -32,6 +32,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from deployments.document_order import document_order
 from engine.kvsplit import kvsplit
 from engine.segments import Segment
 from kvstore.keys import ChunkKey, chunk_key
@@ -161,6 +162,14 @@ class PromptBuilder:
         chunks = kvsplit(wrapped, self.encode, self.chunk_tokens)
         ids = tuple(c.token_ids for c in chunks)
         return ChunkedDocument(ids, self.keys_of(ids), wrapped)
+
+    def ordered(self, documents: Sequence[ChunkedDocument], order: str, question: str) -> list[ChunkedDocument]:
+        """``documents`` in the ``document_order`` asked for (:mod:`deployments.document_order`).
+        Registered documents (stored as token ids) are ranked on their decoded text."""
+        if order == "as_given" or len(documents) < 2:
+            return list(documents)
+        texts = [d.text or self.tokenizer.decode([t for ids in d.chunk_token_ids for t in ids]) for d in documents]
+        return [documents[i] for i in document_order(order, question, texts)]
 
     def keys_of(self, chunk_token_ids: Sequence[Sequence[int]]) -> tuple[ChunkKey, ...]:
         return tuple(chunk_key(self.model_fingerprint, ids) for ids in chunk_token_ids)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from engine.sampling_params import SamplingParams
 from engine.segments import LINK_POLICY_NAMES, LinkPolicy
+from deployments.document_order import DOCUMENT_ORDERS
 from deployments.errors import APIError, bad_request
 
 MAX_STOP_SEQUENCES = 4
@@ -40,9 +41,10 @@ class LinkPolicySpec(_Body):
     name: Literal["full", "prefix", "naive", "legolink", "cacheblend"]
     k: int = Field(default=16, ge=0)
     ratio: float = Field(default=0.15, ge=0.0, le=1.0)
+    tail: float = Field(default=0.0, ge=0.0, le=1.0)
 
     def to_policy(self) -> LinkPolicy:
-        return LinkPolicy(self.name, self.k, self.ratio)
+        return LinkPolicy(self.name, self.k, self.ratio, self.tail)
 
 
 assert LinkPolicySpec.model_fields["name"].annotation.__args__ == LINK_POLICY_NAMES  # one list of names
@@ -72,6 +74,7 @@ class _Generation(_Body):
     user: str | None = None
     documents: list[DocumentRef] | None = None
     link_policy: LinkPolicySpec | None = None
+    document_order: Literal["as_given", "retrieval", "lexical"] = "as_given"
 
     @field_validator("n")
     @classmethod
@@ -102,6 +105,11 @@ class _Generation(_Body):
             raise ValueError("logit_bias is not supported")
         return value
 
+    @property
+    def question(self) -> str:
+        """The text documents are ranked against for ``document_order``."""
+        return ""
+
     @model_validator(mode="after")
     def _stream_options_need_stream(self) -> _Generation:
         if self.stream_options is not None and not self.stream:
@@ -128,6 +136,10 @@ class CompletionRequest(_Generation):
     logprobs: int | None = None
     suffix: str | None = None
     best_of: int | None = None
+
+    @property
+    def question(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else ""
 
     @field_validator("prompt")
     @classmethod
@@ -188,6 +200,12 @@ class ChatCompletionRequest(_Generation):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool | None = None
     top_logprobs: int | None = None
+
+    @property
+    def question(self) -> str:
+        """The last user message's text."""
+        users = [m.as_template_message()["content"] for m in self.messages if m.role == "user"]
+        return users[-1] if users else ""
 
     @field_validator("logprobs")
     @classmethod
@@ -260,3 +278,6 @@ def _param(loc: tuple) -> str | None:
 
 
 _UNION_TAGS = frozenset({"str", "int", "float", "bool", "none"})
+
+
+assert _Generation.model_fields["document_order"].annotation.__args__ == DOCUMENT_ORDERS  # one list of names

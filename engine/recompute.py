@@ -1,4 +1,4 @@
-"""Which prompt positions a link policy recomputes (pure; DESIGN §2).
+"""Which prompt positions a link policy recomputes (pure).
 
 Example: prefix of 4 tokens, two chunks of 6, a question of 3; legolink k=2; prefix hit 0:
 
@@ -10,10 +10,17 @@ Example: prefix of 4 tokens, two chunks of 6, a question of 3; legolink k=2; pre
 Runs: [(0, 6), (10, 12), (16, 19)]. Linked: A at 4, B at 10 (their cached KV is written first,
 then the recomputed rows overwrite theirs). The last prompt position is always recomputed:
 its hidden state yields the first output token.
+
+``tail`` adds the last chunk positions, counted back from the end of the last chunk: with
+tail = 0.25 of the 12 chunk tokens above, positions 13-15 (B's last 3) are recomputed too, so
+the document nearest the question attends to every document before it:
+
+    recomputed x x x x | x x         | x  x        x  x  x | x  x  x
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -110,11 +117,13 @@ def plan_prompt(segments: Sequence[Segment], policy: LinkPolicy, prefix_hit: int
         pos += len(seg)
     runs.append((total - 1, total))
     candidates: tuple[Run, ...] = ()
+    tail = tail_runs(spans, policy.tail)
+    runs += tail
     if policy.name == "legolink":
         runs += [(c.start, c.start + min(policy.k, c.num_tokens)) for c in spans if c.start > 0]
     elif policy.name == "cacheblend":
         # The last position is never dropped: its hidden state yields the first token.
-        candidates = subtract_runs([(c.start, c.end) for c in spans], [(total - 1, total)])
+        candidates = subtract_runs([(c.start, c.end) for c in spans], [(total - 1, total), *tail])
         runs += list(candidates)
     merged = merge_runs(runs)
     ratio = policy.ratio if candidates else 0.0
@@ -122,6 +131,19 @@ def plan_prompt(segments: Sequence[Segment], policy: LinkPolicy, prefix_hit: int
     sure = merged if ratio >= 1.0 else subtract_runs(merged, candidates)
     exact_len = _first_uncovered(sure, spans, total)
     return PromptPlan(merged, tuple(spans), candidates, ratio, exact_len)
+
+
+def tail_runs(spans: Sequence[ChunkSpan], fraction: float) -> list[Run]:
+    """The last ``ceil(fraction * chunk tokens)`` chunk positions, walking back from the last chunk."""
+    budget = math.ceil(fraction * sum(c.num_tokens for c in spans) - 1e-9)
+    runs: list[Run] = []
+    for c in reversed(spans):
+        if budget <= 0:
+            break
+        take = min(budget, c.num_tokens)
+        runs.append((c.end - take, c.end))
+        budget -= take
+    return runs
 
 
 def subtract_runs(runs: Sequence[Run], minus: Sequence[Run]) -> tuple[Run, ...]:

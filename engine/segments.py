@@ -61,17 +61,21 @@ def prompt_token_ids(segments: Sequence[Segment]) -> list[int]:
 
 @dataclass(frozen=True, slots=True)
 class LinkPolicy:
-    """How a request's cached chunks are linked (see DESIGN §2 for the recompute sets).
+    """How a request's cached chunks are linked (the recompute sets: :mod:`engine.recompute`).
 
     Args:
         name: ``full``, ``prefix``, ``naive``, ``legolink`` or ``cacheblend``.
         k: LegoLink: leading tokens of each chunk recomputed (ignored by other policies).
         ratio: CacheBlend: fraction of chunk tokens recomputed (ignored by other policies).
+        tail: naive, LegoLink, CacheBlend: fraction of the chunk tokens, counted back from the
+            last chunk (the documents closest to the question), recomputed through every
+            layer, so they attend to every document before them (0: none, 1: all).
     """
 
     name: LinkPolicyName = "legolink"
     k: int = 16
     ratio: float = 0.15
+    tail: float = 0.0
 
     def __post_init__(self) -> None:
         if self.name not in LINK_POLICY_NAMES:
@@ -80,8 +84,10 @@ class LinkPolicy:
             )
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 0:
             raise ValueError(f"link policy k must be an integer >= 0, got {self.k!r}")
-        if not 0.0 <= float(self.ratio) <= 1.0:
-            raise ValueError(f"link policy ratio must be in [0, 1], got {self.ratio!r}")
+        for name in ("ratio", "tail"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"link policy {name} must be a number in [0, 1], got {value!r}")
 
     @property
     def reuses_chunks(self) -> bool:
@@ -93,7 +99,9 @@ class LinkPolicy:
 
     def label(self) -> str:
         if self.name == "legolink":
-            return f"legolink-{self.k}"
-        if self.name == "cacheblend":
-            return f"cacheblend-{round(self.ratio * 100)}"
-        return self.name
+            base = f"legolink-{self.k}"
+        elif self.name == "cacheblend":
+            base = f"cacheblend-{round(self.ratio * 100)}"
+        else:
+            base = self.name
+        return f"{base}+tail-{round(self.tail * 100)}" if self.tail and self.reuses_chunks else base

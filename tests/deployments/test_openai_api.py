@@ -119,3 +119,25 @@ def test_replica_header_names_a_replica(base_url):
     r = httpx.post(base_url + "/v1/completions", json={"model": SERVED_MODEL, "prompt": "Stone", "max_tokens": 2})
     assert r.status_code == 200
     assert r.headers["x-epic-replica"]
+
+
+def test_lexical_document_order_links_the_matching_document_last(client, reference_engine, builder):
+    texts = ["The ferry leaves from the north harbor at nine.\n", "The mill grinds wheat by the river.\n",
+             "The lantern on the pier is copper.\n"]
+    question = "Which lantern is on the pier?"
+    docs = [builder.chunk_document(t) for t in texts]
+    assert builder.ordered(docs, "lexical", question) == [docs[0], docs[1], docs[2]]
+    assert builder.ordered(docs[::-1], "lexical", question) == [docs[1], docs[0], docs[2]]
+    assert builder.ordered(docs, "retrieval", question) == docs[::-1]
+    policy = {"name": "naive", "tail": 0.3}
+    layout = builder.chat([{"role": "user", "content": question}], [docs[1], docs[0], docs[2]])
+    ref = expected(reference_engine, layout, SamplingParams(max_tokens=8, temperature=0.0), LinkPolicy("naive", tail=0.3))
+    out = client.chat.completions.create(
+        model=SERVED_MODEL, messages=[{"role": "user", "content": question}], max_tokens=8, temperature=0,
+        extra_body={"documents": [{"text": t} for t in texts[::-1]], "link_policy": policy,
+                    "document_order": "lexical"})
+    assert out.choices[0].message.content == ref.text
+    assert out.usage.prompt_tokens == layout.routing_hint.total_tokens
+    with pytest.raises(Exception, match="document_order"):
+        client.chat.completions.create(model=SERVED_MODEL, messages=[{"role": "user", "content": question}],
+                                       max_tokens=2, extra_body={"document_order": "best"})

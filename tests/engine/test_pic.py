@@ -102,16 +102,18 @@ def test_nope_storage_is_exact_under_rope_relativity(model_dir, offset):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_legolink_large_k_and_cacheblend_full_ratio_equal_full(model_dir, seed):
+def test_unlimited_budgets_equal_full(model_dir, seed):
     rng = random.Random(seed)
     docs = [ids(rng, n) for n in (17, 9, 23)]
     prompt = rag_prompt(rng, docs)
     engine = make_engine(model_dir)
     full = engine.generate([prompt], GREEDY, link_policy=LinkPolicy("full"))[0]
     assert full.stats.chunk_hit_tokens == 0 and full.stats.recomputed_tokens == full.stats.prompt_tokens
-    for policy in (LinkPolicy("legolink", k=64), LinkPolicy("cacheblend", ratio=1.0)):
+    for policy in (LinkPolicy("legolink", k=64), LinkPolicy("cacheblend", ratio=1.0), LinkPolicy("naive", tail=1.0),
+                   LinkPolicy("legolink", k=2, tail=1.0), LinkPolicy("cacheblend", ratio=0.15, tail=1.0)):
         out = engine.generate([prompt], GREEDY, link_policy=policy)[0]
         assert out.token_ids == full.token_ids, policy
+        assert out.stats.recomputed_tokens == out.stats.prompt_tokens - out.stats.prefix_hit_tokens, policy
 
 
 def test_reordered_documents_after_another_prefix_reuse_every_chunk(model_dir):
