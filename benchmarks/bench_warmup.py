@@ -4,8 +4,9 @@ request), side by side in one run.
 
     .venv/bin/python benchmarks/bench_warmup.py [--docs 200] [--runs 3] [--requests 5]
 
-The model is the embedded default's (infra/local.yaml, epic-tiny), copied first so that a
-checkpoint written meanwhile cannot change the chunk keys under the run. The corpus is generated
+The model is the embedded default's (infra/local.yaml, SmolLM2-135M-Instruct), its
+dequantized directory copied first so that nothing written meanwhile can change the chunk
+keys under the run. The corpus is generated
 (seeded): documents of a few paragraphs, cut by KVSplit as the serving config says. Warm-up
 times exclude starting the workers (reported apart); every run starts from an empty store.
 """
@@ -28,6 +29,7 @@ import httpx
 import yaml
 
 from deployments.warmup import WarmupOptions, load_app_config, run_warmup, start_workers
+from engine.model_source import resolve_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,7 +123,7 @@ def measure_ttft(config: Path, port: int, doc_sets: list[list[dict]], by_id: boo
     serve.run(build(load_app_config(config)), name="bench-warmup", route_prefix="/bench")
     try:
         url = f"http://127.0.0.1:{port}/bench/v1/completions"
-        base = {"model": "epic-tiny", "prompt": QUESTION, "max_tokens": 2, "temperature": 0}
+        base = {"model": "model", "prompt": QUESTION, "max_tokens": 2, "temperature": 0}  # the copy's name
         first_token_s(url, base)
         out = []
         for docs in doc_sets:
@@ -146,7 +148,8 @@ def main() -> None:
     source = load_app_config(None)
     with tempfile.TemporaryDirectory(prefix="bench-warmup-") as tmp_name:
         tmp = Path(tmp_name)
-        model_dir = Path(shutil.copytree(source.engine.model, tmp / "model"))
+        model_dir = Path(shutil.copytree(resolve_model_dir(source.engine.model, source.engine.model_cache_dir),
+                                         tmp / "model", ignore=shutil.ignore_patterns("epic-manifest.json")))
         corpus = tmp / "corpus.jsonl"
         docs = write_corpus(corpus, args.docs, args.seed)
         ray.init(num_cpus=4, object_store_memory=256 * 2**20, include_dashboard=False, log_to_driver=False)

@@ -11,7 +11,8 @@ Chat: the template is rendered with placeholder documents and cut around them:
       (system turn, history)                        generation prompt) ]
 
 A model whose chat template renders ``documents`` (as Hugging Face RAG templates do) wraps
-each document in the same text wherever it stands (``Document: {text}\\n`` for epic-tiny).
+each document in the same text wherever it stands (``Document: {text}\\n`` for the test
+model epic-tiny).
 That wrapper is learned once from the template and becomes part of the document's chunks, in
 both endpoints and the documents API, so a document's chunk keys never depend on where or
 through which endpoint it is used. A template that ignores documents (most instruct models' ChatML

@@ -6,6 +6,7 @@ weights or in a different dtype never mixes. Stable across processes, machines a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import struct
@@ -41,12 +42,23 @@ def model_fingerprint(config_path: Path, weight_files: list[Path], dtype_name: s
     _update_framed(h, dtype_name.encode())
     for path in sorted(weight_files, key=lambda p: p.name):
         _update_framed(h, path.name.encode())
-        _update_framed(h, _file_digest(path))
+        _update_framed(h, file_digest(path))
     return h.hexdigest()
 
 
-def _file_digest(path: Path) -> bytes:
-    """Digest of one weight file: all bytes, or header + size + both ends when large."""
+def file_digest(path: Path) -> bytes:
+    """Digest of one weight file: all bytes, or header + size + both ends when large.
+
+    Memoized per process by the file's identity (path, size, mtime, inode): the engine reads a
+    file's digest to verify a cache directory and again for the fingerprint, but hashes it once.
+    """
+    st = path.stat()
+    return _digest(str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@functools.lru_cache(maxsize=256)
+def _digest(path_name: str, size: int, mtime_ns: int, inode: int) -> bytes:
+    path = Path(path_name)
     h = hashlib.blake2b(digest_size=32)
     size = path.stat().st_size
     h.update(struct.pack("<Q", size))

@@ -5,7 +5,7 @@ a plain model directory (config.json, model.safetensors, tokenizer files with th
 in a cache keyed by the GGUF file's content hash, so every later load, in any process, reads
 the same bytes and computes the same model fingerprint::
 
-    <cache_dir>/<blake2b of the .gguf>/
+    <cache_dir>/<content digest of the .gguf>/
         config.json  generation_config.json  model.safetensors  tokenizer.json ...
         epic-manifest.json      written last: the source's hash and every file's size + hash
 
@@ -18,7 +18,6 @@ concurrent processes (ingress and engine replicas) convert a file once.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -26,11 +25,11 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
+from engine.fingerprint import file_digest
 from engine.gguf_file import inspect_gguf
 
 MANIFEST = "epic-manifest.json"
 LAYOUT_VERSION = 1  # bump when the directory's contents change meaning
-_BLOCK = 8 * 1024 * 1024
 
 
 class CachedModel(NamedTuple):
@@ -55,7 +54,7 @@ def cached_gguf_model(gguf_path: Path, cache_dir: Path) -> CachedModel:
     gguf_path = gguf_path.expanduser().resolve()
     if not gguf_path.is_file():
         raise ValueError(f"model file {gguf_path} does not exist")
-    target = cache_dir.expanduser() / file_digest(gguf_path)
+    target = cache_dir.expanduser() / digest_hex(gguf_path)
     if verify_model_dir(target):  # the same bytes passed inspection when they were converted
         return CachedModel(target, True)
     inspect_gguf(gguf_path)
@@ -79,20 +78,17 @@ def verify_model_dir(model_dir: Path) -> bool:
             return False
         for name, want in files.items():
             path = model_dir / name
-            if path.stat().st_size != want["size"] or file_digest(path) != want["blake2b"]:
+            if path.stat().st_size != want["size"] or digest_hex(path) != want["digest"]:
                 return False
     except (OSError, ValueError, KeyError, TypeError):
         return False
     return True
 
 
-def file_digest(path: Path) -> str:
-    """blake2b (128-bit) of a file's bytes, as hex."""
-    h = hashlib.blake2b(digest_size=16)
-    with path.open("rb") as f:
-        while block := f.read(_BLOCK):
-            h.update(block)
-    return h.hexdigest()
+def digest_hex(path: Path) -> str:
+    """The file's content digest (:func:`engine.fingerprint.file_digest`, which the model
+    fingerprint reuses, so a verified directory is hashed once), as 32 hex characters."""
+    return file_digest(path).hex()[:32]
 
 
 def _convert_into(gguf_path: Path, target: Path) -> None:
@@ -100,10 +96,10 @@ def _convert_into(gguf_path: Path, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
     try:
         _write_hf_dir(gguf_path, tmp)
-        files = {p.name: {"size": p.stat().st_size, "blake2b": file_digest(p)}
+        files = {p.name: {"size": p.stat().st_size, "digest": digest_hex(p)}
                  for p in sorted(tmp.iterdir()) if p.is_file()}
         manifest = {"layout": LAYOUT_VERSION, "source": gguf_path.name,
-                    "source_blake2b": target.name, "files": files}
+                    "source_digest": target.name, "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
         if target.exists():
             shutil.rmtree(target)  # partial or corrupted: never served, rebuilt

@@ -8,6 +8,20 @@ each tokenized on its own (infra.model.prompt); after the first answer, ``--extr
 more question/answer turns about the same documents follow. The loss is cross-entropy on
 every next token, weighted 1 on answers and EOS and ``--context-weight`` elsewhere.
 
+``--chunk-local-fraction`` trains a share of the prompts with chunk-local attention
+(Block-Attention style): each document attends only to BOS and to itself, exactly the KV a
+chunk compiled alone and linked has, while the question and answers attend to everything::
+
+    keys ->       BOS sys doc1 doc2 question
+    BOS            x
+    sys            x   x
+    doc1           x       x            (doc1 sees BOS and doc1 only)
+    doc2           x            x       (doc2 sees BOS and doc2 only)
+    question       x   x   x    x   x
+
+so linked KV is in distribution for the model and the ``naive`` link policy reads its
+documents as the model was trained to. The rest of the prompts keep full causal attention.
+
 Every ``--eval-every-min`` minutes the model is scored on a validation set; the best model so
 far is written to ``--out`` (config, safetensors, tokenizer, generation config), together
 with the training log and the loss curve. Runs on CPU (or CUDA when ``--device cuda``).
@@ -72,7 +86,7 @@ def build_model(args: argparse.Namespace, tokenizer) -> LlamaForCausalLM:
 
 
 def training_row(gen: Generator, tokenizer, extra_questions: int, context_weight: float):
-    """One training sequence and its per-position loss weights.
+    """One training sequence, its per-position loss weights and its documents' spans.
 
     The prompt is exactly what serving sees; after the answer and EOS, further questions
     about the same documents follow, each with its answer and EOS (more supervised answer
@@ -81,10 +95,12 @@ def training_row(gen: Generator, tokenizer, extra_questions: int, context_weight
         [BOS][system][doc]...[doc][Question: q1\nAnswer:][ a1][EOS][Question: q2\nAnswer:][ a2][EOS]...
 
     ``weights[i]`` scores predicting token i+1: 1 on answer tokens and EOS, ``context_weight``
-    elsewhere.
+    elsewhere. ``spans`` are the documents' half-open [start, end) positions.
     """
     ex, extras = gen.example_with_extras(extra_questions)
-    ids = build_prompt(tokenizer, ex.documents, ex.question).flat()
+    prompt = build_prompt(tokenizer, ex.documents, ex.question)
+    ids = prompt.flat()
+    spans = [(s, s + len(c)) for s, c in zip(prompt.chunk_starts(), prompt.chunk_ids)]
     weights = [context_weight] * (len(ids) - 1)
     target = answer_ids(tokenizer, ex.answer)
     ids, weights = ids + target, weights + [1.0] * len(target)
@@ -94,30 +110,45 @@ def training_row(gen: Generator, tokenizer, extra_questions: int, context_weight
         # The first question token follows EOS; predicting it carries no information.
         weights += [0.0] + [context_weight] * (len(q_ids) - 1) + [1.0] * len(target)
         ids += q_ids + target
-    return ids, weights
+    return ids, weights, spans
+
+
+def chunk_local_mask(width: int, spans: list[tuple[int, int]]) -> torch.Tensor:
+    """[width, width] bool, True where a query row may attend to a key column: causal, except
+    that each span's rows see only position 0 (BOS) and their own span."""
+    mask = torch.tril(torch.ones(width, width, dtype=torch.bool))
+    for start, end in spans:
+        mask[start:end, 1:start] = False
+    return mask
 
 
 def make_batches(gen: Generator, tokenizer, args: argparse.Namespace, group: int = 4):
     """``group`` right-padded batches of similar length (less padding), in random order.
 
-    Each batch is ``input_ids [B, T]``, next-token ``targets [B, T]`` and loss ``weights [B, T]``.
+    Each batch is ``input_ids [B, T]``, next-token ``targets [B, T]``, loss ``weights [B, T]``
+    and an attention ``mask [B, 1, T, T]`` (bool), or None when every row is plain causal.
     """
     batch_size = args.batch_size
     rows = [training_row(gen, tokenizer, args.extra_questions, args.context_weight)
             for _ in range(batch_size * group)]
+    local = [gen.rng.random() < args.chunk_local_fraction for _ in rows]
+    rows = [(ids, w, spans if is_local else []) for (ids, w, spans), is_local in zip(rows, local)]
     rows.sort(key=lambda r: len(r[0]))
     batches = []
     for b in range(group):
         part = rows[b * batch_size : (b + 1) * batch_size]
-        width = max(len(ids) for ids, _ in part)
+        width = max(len(ids) for ids, _, _ in part)
         input_ids = torch.full((batch_size, width), tokenizer.pad_token_id, dtype=torch.long)
         targets = torch.full((batch_size, width), tokenizer.pad_token_id, dtype=torch.long)
         weights = torch.zeros((batch_size, width), dtype=torch.float32)
-        for i, (ids, w) in enumerate(part):
+        for i, (ids, w, _) in enumerate(part):
             input_ids[i, : len(ids)] = torch.tensor(ids)
             targets[i, : len(ids) - 1] = torch.tensor(ids[1:])
             weights[i, : len(w)] = torch.tensor(w)
-        batches.append((input_ids, targets, weights))
+        mask = None
+        if any(spans for _, _, spans in part):
+            mask = torch.stack([chunk_local_mask(width, spans) for _, _, spans in part])[:, None]
+        batches.append((input_ids, targets, weights, mask))
     gen.rng.shuffle(batches)
     return batches
 
@@ -206,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--extra-questions", type=int, default=8,
                    help="further QA pairs about the same documents after the first answer")
     p.add_argument("--two-hop-fraction", type=float, default=0.2)
+    p.add_argument("--chunk-local-fraction", type=float, default=0.0,
+                   help="share of prompts whose documents attend only to BOS and themselves (linked KV)")
     p.add_argument("--vocab-size", type=int, default=3072)
     p.add_argument("--tokenizer-examples", type=int, default=20000)
     p.add_argument("--hidden", type=int, default=256)
@@ -258,9 +291,10 @@ def main(argv: list[str] | None = None) -> None:
             group["lr"] = lr
         if not queue:
             queue = make_batches(train_gen, tokenizer, args)
-        input_ids, targets, weights = queue.pop()
+        input_ids, targets, weights, mask = queue.pop()
         input_ids, targets, weights = (t.to(args.device) for t in (input_ids, targets, weights))
-        logits = model(input_ids=input_ids).logits  # [B, T, V]
+        mask = mask.to(args.device) if mask is not None else None
+        logits = model(input_ids=input_ids, attention_mask=mask).logits  # [B, T, V]
         ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
         ce = ce.view_as(weights)
         loss = (ce * weights).sum() / weights.sum()

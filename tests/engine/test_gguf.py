@@ -16,7 +16,7 @@ from tiny_gguf import write_tiny_gguf
 
 from deployments.model_files import fingerprint_of
 from engine import Engine, EngineConfig, SamplingParams
-from engine.gguf_cache import MANIFEST, cached_gguf_model, file_digest, verify_model_dir
+from engine.gguf_cache import MANIFEST, cached_gguf_model, digest_hex, verify_model_dir
 from engine.model_source import packaged_model_file, resolve_model_dir
 
 GREEDY = SamplingParams(max_tokens=6, temperature=0.0)
@@ -30,7 +30,7 @@ def tiny_gguf(tmp_path_factory) -> Path:
 def test_first_load_converts_and_later_loads_read_the_cache(tiny_gguf, tmp_path):
     cache = tmp_path / "cache"
     first = cached_gguf_model(tiny_gguf, cache)
-    assert not first.from_cache and first.model_dir == cache / file_digest(tiny_gguf)
+    assert not first.from_cache and first.model_dir == cache / digest_hex(tiny_gguf)
     files = json.loads((first.model_dir / MANIFEST).read_text())["files"]
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= set(files)
     second = cached_gguf_model(tiny_gguf, cache)
@@ -65,7 +65,7 @@ def test_a_corrupted_or_partial_cache_is_rebuilt_never_served(tiny_gguf, tmp_pat
     cache = tmp_path / "cache"
     model_dir = cached_gguf_model(tiny_gguf, cache).model_dir
     weights = model_dir / "model.safetensors"
-    good = file_digest(weights)
+    good = digest_hex(weights)
     if damage == "flip_byte":
         data = bytearray(weights.read_bytes())
         data[len(data) // 2] ^= 0xFF
@@ -81,7 +81,7 @@ def test_a_corrupted_or_partial_cache_is_rebuilt_never_served(tiny_gguf, tmp_pat
     assert not verify_model_dir(model_dir)
     again = cached_gguf_model(tiny_gguf, cache)
     assert not again.from_cache and again.model_dir == model_dir
-    assert verify_model_dir(model_dir) and file_digest(weights) == good
+    assert verify_model_dir(model_dir) and digest_hex(weights) == good
     assert [p.name for p in cache.iterdir() if p.is_dir()] == [model_dir.name]  # no temporary left
 
 
