@@ -1,4 +1,5 @@
-"""The QA data generator: seeded, held-out entities disjoint from training, answers grounded."""
+"""The QA data generator: seeded, held-out entities disjoint from training, answers grounded;
+the chunk-local training mask."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import re
 import zlib
 
 import pytest
+import torch
 
 from infra.model import data
 from infra.model.data import Generator, main, read_jsonl
@@ -67,3 +69,16 @@ def test_extra_training_questions_are_about_facts_of_the_same_documents():
             assert question != ex.question
             holders = [d for d in ex.documents if re.search(rf"\b{re.escape(answer)}\b", d)]
             assert holders, (question, answer)
+
+
+def test_chunk_local_mask_lets_documents_see_only_bos_and_themselves():
+    from infra.model.train import chunk_local_mask
+
+    # BOS, 1 system token, doc A at 2-3, doc B at 4-6, question at 7-8.
+    mask = chunk_local_mask(9, [(2, 4), (4, 7)])
+    allowed = {q: [k for k in range(9) if mask[q, k]] for q in range(9)}
+    assert allowed[1] == [0, 1]
+    assert allowed[3] == [0, 2, 3]
+    assert allowed[4] == [0, 4] and allowed[6] == [0, 4, 5, 6]
+    assert allowed[8] == list(range(9))
+    assert chunk_local_mask(4, []).equal(torch.tril(torch.ones(4, 4, dtype=torch.bool)))
