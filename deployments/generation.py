@@ -158,8 +158,9 @@ class Generation:
                     text, q.echoed = self.submitted[p].echo + text, True
                 lp = None
                 if self.num_logprobs is not None and delta.new_token_ids:
-                    offset = len(self.submitted[p].echo) + len("".join(q.parts)) - len(delta.new_text)
-                    lp = logprobs_body(self.endpoint, q.tokens[-len(delta.new_token_ids):], offset)
+                    n = len(delta.new_token_ids)
+                    offset = len(self.submitted[p].echo) + sum(len(t.token) for t in q.tokens[:-n])
+                    lp = logprobs_body(self.endpoint, q.tokens[-n:], offset)
                 if text or delta.finished or lp is not None:
                     now = running_usage(prompt_tokens, self._completion_tokens()) if continuous_usage else None
                     choice = Choice(p * self.num_choices + delta.index, text,

@@ -83,7 +83,15 @@ def completion_logprobs(tokens: Sequence[TokenLogprob], text_offset: int) -> dic
         offsets.append(text_offset)
         text_offset += len(t.token)
     return {"tokens": [t.token for t in tokens], "token_logprobs": [t.logprob for t in tokens],
-            "top_logprobs": [dict(t.top) if t.top is not None else None for t in tokens], "text_offset": offsets}
+            "top_logprobs": [_by_text(t.top) if t.top is not None else None for t in tokens], "text_offset": offsets}
+
+
+def _by_text(top: Sequence[tuple[str, float]]) -> dict[str, float]:
+    """Alternatives keyed by text; of tokens that share a text, the most likely one stays."""
+    out: dict[str, float] = {}
+    for text, logprob in top:
+        out.setdefault(text, logprob)
+    return out
 
 
 def logprobs_body(endpoint: Endpoint, tokens: Sequence[TokenLogprob] | None, text_offset: int = 0) -> Any:

@@ -41,7 +41,7 @@ class DocumentRef(_Body):
     @model_validator(mode="after")
     def _one_of(self) -> DocumentRef:
         if (self.text is None) == (self.id is None):
-            raise ValueError('a document is {"text": ...} (with an optional "title") or {"id": ...}')
+            raise ValueError('a document is {"text": ...} or {"id": ...} (a text may come with a "title")')
         if self.title is not None and self.id is not None:
             raise ValueError("a registered document ({\"id\"}) takes no title")
         return self
