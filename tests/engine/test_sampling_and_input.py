@@ -155,3 +155,20 @@ def test_async_engine_streams_equal_generate_and_abort_frees_blocks(text_model_d
         assert front.load().free_blocks == front.load().total_blocks
     finally:
         front.shutdown()
+
+
+def test_check_health_fails_once_the_step_loop_is_dead(text_model_dir):
+    from engine.async_engine import EngineError
+
+    engine = Engine(EngineConfig(model=str(text_model_dir), num_blocks=16, block_size=4))
+    front = AsyncEngine(engine)
+    front.check_health()
+
+    def broken_load():
+        raise RuntimeError("load failed")  # outside the step's error handling: the loop dies
+
+    engine.load = broken_load
+    front.abort("wake-up")
+    front._thread.join(timeout=10)
+    with pytest.raises(EngineError, match="step loop has stopped"):
+        front.check_health()
