@@ -180,7 +180,8 @@ class Ingress:
         thread)."""
         docs = self.documents.resolve(body.documents or [])
         if endpoint == "chat":
-            return [(self.builder.chat([m.as_template_message() for m in body.messages], docs), "")]
+            return [(self.builder.chat([m.as_template_message() for m in body.messages], docs,
+                                       body.chat_template_kwargs), "")]
         out = []
         for prompt in body.prompts:
             echo = "" if not body.echo else prompt if isinstance(prompt, str) else self.builder.tokenizer.decode(prompt)

@@ -286,6 +286,12 @@ class CompletionRequest(_Generation):
             raise ValueError("suffix is not supported")
         return value
 
+    @model_validator(mode="after")
+    def _no_prompt_logprobs(self) -> CompletionRequest:
+        if self.echo and self.logprobs is not None:
+            raise ValueError("echo with logprobs needs the prompt's logprobs, which this server does not compute")
+        return self
+
     @property
     def prompts(self) -> list[Prompt]:
         p = self.prompt
@@ -314,6 +320,7 @@ class ChatMessage(_Body):
 
 
 NO_TOOLS = "tool calling is not supported for this model"
+_RESERVED_TEMPLATE_KWARGS = frozenset({"messages", "conversation", "documents", "tokenize", "add_generation_prompt"})
 
 
 class ChatCompletionRequest(_Generation):
@@ -341,6 +348,14 @@ class ChatCompletionRequest(_Generation):
         if choice not in (None, "none", "auto"):
             raise ValueError(NO_TOOLS)
         return choice
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _template_kwargs(cls, kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
+        reserved = sorted(set(kwargs or {}) & _RESERVED_TEMPLATE_KWARGS)
+        if reserved:
+            raise ValueError(f"{reserved[0]!r} is set by the server, not by chat_template_kwargs")
+        return kwargs
 
     @model_validator(mode="after")
     def _top_logprobs_need_logprobs(self) -> ChatCompletionRequest:

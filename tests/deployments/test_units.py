@@ -110,12 +110,18 @@ def test_structured_output_fields(fields, expected):
     ({"best_of": 3, "stream": True}, None, "cannot be streamed"),
     ({"logit_bias": {"x": 1}}, "logit_bias", "token ids"),
     ({"top_k": -2}, "top_k", "greater than or equal to -1"),
+    ({"chat_template_kwargs": {"documents": []}}, "chat_template_kwargs", "set by the server"),
 ])
 def test_refused_fields(fields, param, says):
     with pytest.raises(APIError) as e:
         parse_body(ChatCompletionRequest, json.dumps(
             {"model": "m", "messages": [{"role": "user", "content": "q"}], **fields}).encode())
     assert (e.value.status, e.value.param) == (400, param) and says in e.value.message
+
+
+def test_echo_with_logprobs_is_refused():
+    with pytest.raises(APIError, match="prompt's logprobs"):
+        parse_body(CompletionRequest, b'{"model": "m", "prompt": "x", "echo": true, "logprobs": 1}')
 
 
 def test_documents_in_vllm_shape():

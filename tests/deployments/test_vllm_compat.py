@@ -200,3 +200,17 @@ def test_context_length_exceeded(base_url):
     error = r.json()["error"]
     assert error["code"] == "context_length_exceeded" and error["param"] == "messages"
     assert "maximum context length is 1024 tokens" in error["message"]
+
+
+def test_continuous_usage_stats_and_chat_template_kwargs(client, builder):
+    messages, layout = chat_layout(builder, "Which valley?")
+    events = list(client.chat.completions.create(
+        model=SERVED_MODEL, messages=messages, max_tokens=5, temperature=0, stream=True,
+        stream_options={"include_usage": True}, extra_body={
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True}, "ignore_eos": True,
+            "chat_template_kwargs": {"unused_flag": True}}))
+    prompt_tokens = layout.routing_hint.total_tokens
+    assert all(e.usage is not None and e.usage.prompt_tokens == prompt_tokens for e in events)
+    counts = [e.usage.completion_tokens for e in events]
+    assert counts == sorted(counts) and counts[0] == 0 and counts[-1] == 5
+    assert events[-1].choices == [] and events[-1].usage.total_tokens == prompt_tokens + 5

@@ -7,7 +7,7 @@ import json
 import jsonschema
 import pytest
 
-from engine import Engine, EngineConfig, SamplingParams
+from engine import Engine, EngineConfig, SamplingParams, Segment
 from engine.sampling_params import StructuredOutput
 
 PROMPT = [1, 40, 41, 42, 43, 44, 45]  # 7 tokens: one full block of 4 and a partial one
@@ -115,3 +115,21 @@ def test_stop_token_ids_end_the_request(engine):
     first = ref.token_ids.index(ref.token_ids[3])
     assert out.token_ids == ref.token_ids[: first + 1] and out.finish_reason == "stop"
     assert out.text == engine.tokenizer.decode(ref.token_ids[:first], skip_special_tokens=True)
+
+
+def test_cache_salt_separates_prefix_cache_entries(engine):
+    prompt = [Segment.prefix([1] + list(range(60, 80))), Segment.text([90])]  # five full blocks of 4 cacheable
+    params = SamplingParams(max_tokens=2, temperature=0.0)
+
+    def hits(salt):
+        rid = engine.add_request(prompt, params, cache_salt=salt)
+        while True:
+            for out in engine.step():
+                if out.request_id == rid and out.finished:
+                    return out.stats.prefix_hit_tokens
+
+    assert hits("tenant-a") == 0
+    assert hits("tenant-a") == 20  # the same salt shares the cached blocks
+    assert hits("tenant-b") == 0
+    assert hits(None) == 0
+    assert hits(None) == 20
