@@ -42,14 +42,9 @@ from deployments.model_files import fingerprint_of, tokenizer_of
 from deployments.prompting import PromptBuilder, PromptLayout
 from deployments.protocol import Accepted, CompileRequest, EngineRequest, Failed, ModelInfo, Rejected
 from deployments.responses import Endpoint
-from deployments.schema import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    DetokenizeRequest,
-    RegisterDocumentsRequest,
-    TokenizeRequest,
-    parse_body,
-)
+from deployments.bodies import parse_body
+from deployments.schema import ChatCompletionRequest, CompletionRequest
+from deployments.service_schema import DetokenizeRequest, RegisterDocumentsRequest, TokenizeRequest
 from engine.async_engine import EngineError
 from engine.config import EngineConfig
 from engine.segments import prompt_token_ids

@@ -1,4 +1,4 @@
-"""Request bodies of the HTTP API: OpenAI's and vLLM's fields, with vLLM's meanings.
+"""Request bodies of the generation endpoints: OpenAI's and vLLM's fields, with vLLM's meanings.
 
 Unknown fields are accepted and reported (the ingress logs a warning naming them), as vLLM
 does; with ``ingress.strict: true`` they are a 400 naming the first one. Extensions (OpenAI
@@ -11,12 +11,12 @@ clients send them with ``extra_body``): vLLM's sampling fields (``top_k``, ``min
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from deployments.errors import APIError, bad_request
+from deployments.bodies import Body
 from engine.sampling_params import SamplingParams, StructuredOutput
 from engine.segments import LINK_POLICY_NAMES, LinkPolicy
 
@@ -26,11 +26,7 @@ MAX_PROMPTS = 64
 MAX_SEQUENCES = 16  # n, or best_of, per prompt
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
-
-
-class DocumentRef(_Body):
+class DocumentRef(Body):
     """A document given inline (``text``, vLLM's ``{"title", "text"}`` shape) or registered
     earlier (``id``); exactly one of ``text`` and ``id``."""
 
@@ -54,7 +50,7 @@ class DocumentRef(_Body):
         return f"{self.title}\n{self.text}"
 
 
-class LinkPolicySpec(_Body):
+class LinkPolicySpec(Body):
     name: Literal["full", "prefix", "naive", "legolink", "cacheblend"]
     k: int = Field(default=16, ge=0)
     ratio: float = Field(default=0.15, ge=0.0, le=1.0)
@@ -66,19 +62,19 @@ class LinkPolicySpec(_Body):
 assert LinkPolicySpec.model_fields["name"].annotation.__args__ == LINK_POLICY_NAMES  # one list of names
 
 
-class StreamOptions(_Body):
+class StreamOptions(Body):
     include_usage: bool | None = False
     continuous_usage_stats: bool | None = False
 
 
-class JsonSchemaFormat(_Body):
+class JsonSchemaFormat(Body):
     name: str = "response"
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
 
-class ResponseFormat(_Body):
+class ResponseFormat(Body):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
@@ -89,7 +85,7 @@ class ResponseFormat(_Body):
         return self
 
 
-class StructuredOutputsSpec(_Body):
+class StructuredOutputsSpec(Body):
     """vLLM's ``structured_outputs``: exactly one of its constraints."""
 
     json_: dict[str, Any] | str | None = Field(default=None, alias="json")
@@ -99,7 +95,7 @@ class StructuredOutputsSpec(_Body):
     json_object: bool | None = None
 
 
-class _Generation(_Body):
+class _Generation(Body):
     """Fields shared by both endpoints."""
 
     model: str
@@ -302,12 +298,12 @@ class CompletionRequest(_Generation):
         return self.logprobs
 
 
-class ContentPart(_Body):
+class ContentPart(Body):
     type: Literal["text"]
     text: str
 
 
-class ChatMessage(_Body):
+class ChatMessage(Body):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
@@ -339,14 +335,14 @@ class ChatCompletionRequest(_Generation):
     @classmethod
     def _no_tools(cls, tools: list | None) -> list | None:
         if tools:
-            raise ValueError(NO_TOOLS)
+            raise PydanticCustomError("unsupported_feature", NO_TOOLS)
         return tools
 
     @field_validator("tool_choice")
     @classmethod
     def _no_tool_choice(cls, choice: str | dict | None) -> str | dict | None:
         if choice not in (None, "none", "auto"):
-            raise ValueError(NO_TOOLS)
+            raise PydanticCustomError("unsupported_feature", NO_TOOLS)
         return choice
 
     @field_validator("chat_template_kwargs")
@@ -371,98 +367,3 @@ class ChatCompletionRequest(_Generation):
     @property
     def num_logprobs(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
-
-
-class DocumentIn(_Body):
-    id: str = Field(min_length=1)
-    text: str
-
-
-class RegisterDocumentsRequest(_Body):
-    """``POST /v1/documents``."""
-
-    documents: list[DocumentIn] = Field(min_length=1)
-
-
-class TokenizeRequest(_Body):
-    """``POST /tokenize``: a prompt, or chat messages rendered through the chat template."""
-
-    model: str | None = None
-    prompt: str | None = None
-    messages: list[ChatMessage] | None = None
-    add_special_tokens: bool = True
-
-    @model_validator(mode="after")
-    def _one_of(self) -> TokenizeRequest:
-        if (self.prompt is None) == (self.messages is None):
-            raise ValueError('tokenize takes "prompt" or "messages"')
-        return self
-
-
-class DetokenizeRequest(_Body):
-    """``POST /detokenize``."""
-
-    model: str | None = None
-    tokens: list[int]
-
-
-def parse_body(model: type[_Body], body: bytes, strict: bool = False) -> tuple[Any, list[str]]:
-    """Validate a JSON body into ``model``.
-
-    Returns:
-        The request and the paths of the fields it carried that ``model`` does not know.
-
-    Raises:
-        APIError: 400 naming the first problem (bad JSON, a bad value, an unknown field when
-            ``strict``).
-    """
-    try:
-        parsed = model.model_validate_json(body)
-    except ValidationError as e:
-        raise _as_api_error(e) from None
-    unknown = list(unknown_fields(parsed))
-    if strict and unknown:
-        raise bad_request(f"unsupported parameter {unknown[0]!r}", unknown[0], "unsupported_parameter")
-    return parsed, unknown
-
-
-def unknown_fields(obj: Any, path: str = "") -> Iterator[str]:
-    """Paths of the extra fields anywhere in a validated body (``messages[0].tool_calls``)."""
-    if isinstance(obj, BaseModel):
-        for name in obj.model_extra or {}:
-            yield f"{path}.{name}" if path else name
-        for name in type(obj).model_fields:
-            yield from unknown_fields(getattr(obj, name), f"{path}.{name}" if path else name)
-    elif isinstance(obj, list):
-        for i, item in enumerate(obj):
-            yield from unknown_fields(item, f"{path}[{i}]")
-
-
-def _as_api_error(e: ValidationError) -> APIError:
-    err = e.errors(include_url=False)[0]
-    param = _param(err["loc"])
-    kind, msg = err["type"], err["msg"].removeprefix("Value error, ")
-    if kind == "json_invalid":
-        return bad_request(f"the body is not valid JSON: {err.get('ctx', {}).get('error', msg)}", code="invalid_json")
-    if kind == "model_type" and not err["loc"]:
-        return bad_request("the body must be a JSON object", code="invalid_json")
-    if kind == "missing":
-        return bad_request(f"missing required parameter {param!r}", param, "missing_parameter")
-    if msg == NO_TOOLS:
-        return bad_request(NO_TOOLS, param, "unsupported_parameter")
-    return bad_request(f"invalid {param!r}: {msg}" if param else msg, param, "invalid_value")
-
-
-def _param(loc: tuple) -> str | None:
-    """``("messages", 0, "content")`` -> ``"messages[0].content"``; the tags pydantic adds for
-    union branches (``str``, ``list[int]``, ``function-after[...]``) are dropped."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part.isidentifier() and part not in _UNION_TAGS:
-            out += f".{part}" if out else part
-    return out or None
-
-
-_UNION_TAGS = frozenset({"str", "int", "float", "bool", "none"})

@@ -9,7 +9,8 @@ import pytest
 from deployments.chunk_ids import ChunkIdStore
 from deployments.errors import APIError
 from deployments.metrics import Observation, store_observations
-from deployments.schema import ChatCompletionRequest, CompletionRequest, parse_body
+from deployments.bodies import parse_body
+from deployments.schema import ChatCompletionRequest, CompletionRequest
 from engine.sampling_params import SamplingParams, StructuredOutput
 from kvstore.directory import DirBlobs
 from kvstore.keys import chunk_key
