@@ -143,7 +143,7 @@ class Ingress:
         info = await self.model_info()
         samplings = []
         for layout, _ in layouts:
-            max_tokens = self._max_tokens(endpoint, body, layout.routing_hint.total_tokens, info.max_model_len)
+            max_tokens = self._max_tokens(endpoint, body, layout.routing_hint.total_tokens, info)
             try:
                 samplings.append(body.sampling(max_tokens))
             except ValueError as e:
@@ -183,15 +183,17 @@ class Ingress:
             out.append((self.builder.completion(prompt, docs), echo))
         return out
 
-    def _max_tokens(self, endpoint: Endpoint, body, prompt_tokens: int, max_model_len: int) -> int:
+    def _max_tokens(self, endpoint: Endpoint, body, prompt_tokens: int, info: ModelInfo) -> int:
         """The request's max_tokens, or its default: 16 for completions (OpenAI's), the rest of
-        the context for chat (vLLM's; capped by ``default_max_tokens`` when configured)."""
+        the context for chat (vLLM's; capped by ``default_max_tokens`` when configured, and by
+        what a replica's KV pool holds, since the engine reserves prompt + max_tokens)."""
         param = "messages" if endpoint == "chat" else "prompt"
+        max_model_len = info.max_model_len
         remaining = max_model_len - prompt_tokens
         requested = body.requested_max_tokens
         if requested is None:
             cap = COMPLETIONS_DEFAULT_MAX_TOKENS if endpoint == "completions" else self.config.default_max_tokens
-            requested = min(remaining, cap) if cap is not None else remaining
+            requested = min(remaining, info.kv_capacity_tokens - prompt_tokens, cap or remaining)
             if requested < 1:
                 raise context_length_exceeded(max_model_len, prompt_tokens, 1, param)
         if requested > remaining:
@@ -357,7 +359,8 @@ class Ingress:
 
     def _authorize(self, request: Request) -> None:
         key = self.config.api_key
-        if key is not None and not hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {key}"):
+        sent = request.headers.get("authorization", "").encode("latin-1")  # the raw header bytes
+        if key is not None and not hmac.compare_digest(sent, f"Bearer {key}".encode()):
             raise invalid_api_key()
 
     def _parse(self, model, raw: bytes):

@@ -73,6 +73,7 @@ class ModelInfo:
 
     max_model_len: int
     vocab_size: int
+    kv_capacity_tokens: int  # tokens one replica's KV pool holds (prompt + max_tokens must fit)
 
 
 @dataclass(frozen=True, slots=True)

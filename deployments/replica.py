@@ -82,7 +82,8 @@ class EngineReplica:
 
     def model_info(self) -> ModelInfo:
         engine = self.engine.engine
-        return ModelInfo(engine.max_model_len, engine.spec.vocab_size)
+        return ModelInfo(engine.max_model_len, engine.spec.vocab_size,
+                         engine.block_pool.num_blocks * engine.config.block_size)
 
     def check_health(self) -> None:
         """Serve calls this every ``health_check_period_s``: raising marks the replica unhealthy,
