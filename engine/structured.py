@@ -45,8 +45,8 @@ class GrammarBook:
             with self._lock:
                 if spec.kind == "json_schema":
                     return c.compile_json_schema(spec.spec, any_whitespace=False)
-                if spec.kind == "json_object":
-                    return c.compile_builtin_json_grammar()
+                if spec.kind == "json_object":  # OpenAI's JSON mode: an object, compact
+                    return c.compile_json_schema('{"type": "object"}', any_whitespace=False)
                 if spec.kind == "regex":
                     return c.compile_regex(spec.spec)
                 if spec.kind == "choice":

@@ -214,3 +214,15 @@ def test_continuous_usage_stats_and_chat_template_kwargs(client, builder):
     counts = [e.usage.completion_tokens for e in events]
     assert counts == sorted(counts) and counts[0] == 0 and counts[-1] == 5
     assert events[-1].choices == [] and events[-1].usage.total_tokens == prompt_tokens + 5
+
+
+def test_json_object_response_is_an_object(client, reference_engine):
+    # The tiny model never closes a string by itself; a bias toward "}" lets it finish. The
+    # grammar still decides: "}" cannot come first, so the output starts with "{".
+    (close,) = reference_engine.tokenizer.encode("}", add_special_tokens=False)
+    out = client.chat.completions.create(model=SERVED_MODEL, messages=[{"role": "user", "content": "JSON please."}],
+                                         max_tokens=20, temperature=1.0, seed=0, n=3,
+                                         logit_bias={str(close): 100}, response_format={"type": "json_object"})
+    for choice in out.choices:
+        assert choice.finish_reason == "stop"
+        assert json.loads(choice.message.content) == {}
