@@ -129,24 +129,7 @@ def sample(logits: torch.Tensor, rows: Sequence[SampleRow], default_generator: t
     num_rows, vocab = logits.shape
     params = [r.params for r in rows]
     logprobs_all = torch.log_softmax(logits, dim=-1)
-    x = logits.clone()
-    if bitmask is not None and masked_rows:
-        import xgrammar
-
-        xgrammar.apply_token_bitmask_inplace(x, bitmask.to(x.device), vocab_size=vocab, indices=list(masked_rows))
-    _fill(x, [(i, t) for i, p in enumerate(params) for t, _ in p.logit_bias],
-          [b for p in params for _, b in p.logit_bias], accumulate=True)
-    _fill(x, [(i, t) for i, r in enumerate(rows) if len(r.output_ids) < r.params.min_tokens
-              for t in {*r.params.stop_token_ids, *(() if r.params.ignore_eos else eos_token_ids)}],
-          float("-inf"), accumulate=False)
-    penalized = [i for i, p in enumerate(params) if p.has_penalties]
-    if penalized:
-        sub = [rows[i] for i in penalized]
-        idx = torch.tensor(penalized, device=x.device)
-        x[idx] = apply_penalties(
-            x[idx], [r.prompt_ids for r in sub], [r.output_ids for r in sub],
-            *(torch.tensor([getattr(r.params, f) for r in sub], device=x.device)
-              for f in ("presence_penalty", "frequency_penalty", "repetition_penalty")))
+    x = process_logits(logits, rows, eos_token_ids, bitmask, masked_rows)
     chosen = x.argmax(dim=-1)
     drawn = [i for i, p in enumerate(params) if not p.greedy]
     if drawn:
@@ -164,18 +147,60 @@ def sample(logits: torch.Tensor, rows: Sequence[SampleRow], default_generator: t
     return Sampled(chosen_cpu, chosen_logprobs, top)
 
 
-def _draw(logits: torch.Tensor, rows: Sequence[SampleRow], default_generator: torch.Generator) -> torch.Tensor:
-    """Random draws for rows of [D, vocab] logits (their rows' temperatures > 0)."""
+def process_logits(logits: torch.Tensor, rows: Sequence[SampleRow], eos_token_ids: Sequence[int] = (),
+                   bitmask: torch.Tensor | None = None, masked_rows: Sequence[int] = ()) -> torch.Tensor:
+    """Grammar mask, logit bias, min_tokens and penalties on every row (a new tensor).
+
+    Args:
+        logits: [M, vocab] float32.
+        rows, eos_token_ids, bitmask, masked_rows: as for :func:`sample`.
+
+    Returns:
+        [M, vocab] float32: the logits greedy rows take the argmax of.
+    """
+    params = [r.params for r in rows]
+    x = logits.clone()
+    if bitmask is not None and masked_rows:
+        import xgrammar
+
+        xgrammar.apply_token_bitmask_inplace(x, bitmask.to(x.device), vocab_size=x.shape[-1],
+                                             indices=list(masked_rows))
+    _fill(x, [(i, t) for i, p in enumerate(params) for t, _ in p.logit_bias],
+          [b for p in params for _, b in p.logit_bias], accumulate=True)
+    _fill(x, [(i, t) for i, r in enumerate(rows) if len(r.output_ids) < r.params.min_tokens
+              for t in {*r.params.stop_token_ids, *(() if r.params.ignore_eos else eos_token_ids)}],
+          float("-inf"), accumulate=False)
+    penalized = [i for i, p in enumerate(params) if p.has_penalties]
+    if penalized:
+        sub = [rows[i] for i in penalized]
+        idx = torch.tensor(penalized, device=x.device)
+        x[idx] = apply_penalties(
+            x[idx], [r.prompt_ids for r in sub], [r.output_ids for r in sub],
+            *(torch.tensor([getattr(r.params, f) for r in sub], device=x.device)
+              for f in ("presence_penalty", "frequency_penalty", "repetition_penalty")))
+    return x
+
+
+def sampling_logits(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
+    """Temperature, then top-k, top-p and min-p, for rows that draw (temperature > 0).
+
+    Args:
+        logits: [D, vocab] float32, processed (:func:`process_logits`).
+    """
     device = logits.device
-    temps = torch.tensor([r.params.temperature for r in rows], dtype=torch.float32, device=device)
-    filtered = filter_logits(
+    temps = torch.tensor([p.temperature for p in params], dtype=torch.float32, device=device)
+    return filter_logits(
         logits / temps[:, None],
-        torch.tensor([r.params.top_k for r in rows], dtype=torch.int64, device=device),
-        torch.tensor([r.params.top_p for r in rows], dtype=torch.float32, device=device),
-        torch.tensor([r.params.min_p for r in rows], dtype=torch.float32, device=device))
-    probs = filtered.softmax(-1)
+        torch.tensor([p.top_k for p in params], dtype=torch.int64, device=device),
+        torch.tensor([p.top_p for p in params], dtype=torch.float32, device=device),
+        torch.tensor([p.min_p for p in params], dtype=torch.float32, device=device))
+
+
+def _draw(logits: torch.Tensor, rows: Sequence[SampleRow], default_generator: torch.Generator) -> torch.Tensor:
+    """Random draws for rows of [D, vocab] processed logits (their temperatures > 0)."""
+    probs = sampling_logits(logits, [r.params for r in rows]).softmax(-1)
     noise = torch.empty(probs.shape, dtype=torch.float32).exponential_(generator=default_generator)
     for i, r in enumerate(rows):
         if r.generator is not None:
             noise[i].exponential_(generator=r.generator)
-    return (probs / noise.to(device)).argmax(dim=-1)
+    return (probs / noise.to(probs.device)).argmax(dim=-1)

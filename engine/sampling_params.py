@@ -105,6 +105,8 @@ class SamplingParams:
                 raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
         if self.min_tokens > self.max_tokens:
             raise ValueError(f"min_tokens ({self.min_tokens}) must be at most max_tokens ({self.max_tokens})")
+        if self.min_tokens and self.structured is not None:
+            raise ValueError("min_tokens cannot be combined with structured output (the grammar may need to end sooner)")
         if self.seed is not None and not _is_int(self.seed):
             raise ValueError(f"seed must be an integer or None, got {self.seed!r}")
         stop = (self.stop,) if isinstance(self.stop, str) else self.stop

@@ -4,11 +4,13 @@ stop tokens, seeds, and one step mixing requests with different parameters."""
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import torch
 
-from engine.sampler import SampleRow, apply_penalties, filter_logits, sample
+from engine.sampler import SampleRow, apply_penalties, filter_logits, process_logits, sample, sampling_logits
+from engine.sampler_reference import reference_filter, reference_process
 from engine.sampling_params import SamplingParams
 
 INF = float("inf")
@@ -118,3 +120,48 @@ def test_unseen_tokens_keep_their_logits_under_penalties():
     out = apply_penalties(logits, [[]], [[]], torch.tensor([1.0]), torch.tensor([1.0]), torch.tensor([3.0]))
     assert out.tolist() == [[1.0, 2.0]]
     assert math.isfinite(out.sum().item())
+
+
+def random_params(rng: random.Random, vocab: int) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=8, temperature=rng.choice([0.0, 0.5, 1.0, 1.7]), top_k=rng.choice([0, 1, 3, 50]),
+        top_p=rng.choice([1.0, 0.9, 0.3]), min_p=rng.choice([0.0, 0.05, 0.3]),
+        min_tokens=rng.choice([0, 3]), stop_token_ids=tuple(rng.sample(range(vocab), rng.randint(0, 2))),
+        ignore_eos=rng.random() < 0.3, presence_penalty=rng.choice([0.0, 0.7, -0.4]),
+        frequency_penalty=rng.choice([0.0, 0.3]), repetition_penalty=rng.choice([1.0, 1.3, 0.8]),
+        logit_bias=tuple((t, rng.uniform(-5, 5)) for t in rng.sample(range(vocab), rng.randint(0, 3))))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batched_processing_equals_the_per_row_reference(seed):
+    rng = random.Random(seed)
+    num_rows, vocab = 7, 37  # odd sizes: two bitmask words, the second partly used
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(num_rows, vocab, generator=gen) * 3
+    rows = [row(random_params(rng, vocab), prompt=[rng.randrange(vocab) for _ in range(rng.randint(1, 9))],
+                output=[rng.randrange(vocab) for _ in range(rng.randint(0, 5))]) for _ in range(num_rows)]
+    bitmask = torch.randint(-2**31, 2**31 - 1, (num_rows, 2), generator=gen, dtype=torch.int64).to(torch.int32)
+    masked = [i for i in range(num_rows) if rng.random() < 0.5]
+    bits = ((bitmask[:, :, None].to(torch.int64) >> torch.arange(32)) & 1).reshape(num_rows, 64)[:, :vocab].bool()
+    eos = (rng.randrange(vocab),)
+    got = process_logits(logits, rows, eos, bitmask, masked)
+    for i, r in enumerate(rows):
+        want = reference_process(logits[i], r.params, r.prompt_ids, r.output_ids, eos,
+                                 bits[i] if i in masked else None)
+        assert torch.equal(torch.isinf(got[i]), torch.isinf(want)), i
+        finite = torch.isfinite(want)
+        assert torch.allclose(got[i][finite], want[finite], atol=1e-5), i
+    drawn = [i for i, r in enumerate(rows) if not r.params.greedy]
+    filtered = sampling_logits(got[drawn], [rows[i].params for i in drawn])
+    for j, i in enumerate(drawn):
+        want = reference_filter(got[i], rows[i].params)
+        assert torch.equal(torch.isinf(filtered[j]), torch.isinf(want)), i
+        finite = torch.isfinite(want)
+        assert torch.allclose(filtered[j][finite], want[finite], atol=1e-5), i
+
+
+def test_min_tokens_with_structured_output_is_refused():
+    from engine.sampling_params import StructuredOutput
+
+    with pytest.raises(ValueError, match="min_tokens cannot be combined"):
+        SamplingParams(max_tokens=4, min_tokens=1, structured=StructuredOutput("json_object"))
