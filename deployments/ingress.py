@@ -36,7 +36,7 @@ from deployments.api_metrics import CONTENT_TYPE, APIMetrics
 from deployments.chunk_ids import ChunkIdStore
 from deployments.config import IngressConfig
 from deployments.documents import DocumentLibrary, document_body
-from deployments.errors import APIError, bad_request, context_length_exceeded, invalid_api_key, overloaded
+from deployments.errors import APIError, bad_request, invalid_api_key, overloaded
 from deployments.generation import Generation, Submitted
 from deployments.model_files import fingerprint_of, tokenizer_of
 from deployments.prompting import PromptBuilder, PromptLayout
@@ -45,6 +45,7 @@ from deployments.responses import Endpoint
 from deployments.bodies import parse_body
 from deployments.schema import ChatCompletionRequest, CompletionRequest
 from deployments.service_schema import DetokenizeRequest, RegisterDocumentsRequest, TokenizeRequest
+from deployments.token_budget import resolve_max_tokens
 from engine.async_engine import EngineError
 from engine.config import EngineConfig
 from engine.segments import prompt_token_ids
@@ -57,7 +58,6 @@ from router.hint import RoutingHint
 logger = logging.getLogger(__name__)
 
 REPLICA_HEADER = "x-epic-replica"
-COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 HEALTH_TIMEOUT_S = 10.0
 
 app = FastAPI(title="epic-serve", docs_url=None, redoc_url=None)
@@ -143,7 +143,8 @@ class Ingress:
         info = await self.model_info()
         samplings = []
         for layout, _ in layouts:
-            max_tokens = self._max_tokens(endpoint, body, layout.routing_hint.total_tokens, info)
+            max_tokens = resolve_max_tokens(endpoint, body.requested_max_tokens, layout.routing_hint.total_tokens, info,
+                                            self.config.default_max_tokens)
             try:
                 samplings.append(body.sampling(max_tokens))
             except ValueError as e:
@@ -182,23 +183,6 @@ class Ingress:
             echo = "" if not body.echo else prompt if isinstance(prompt, str) else self.builder.tokenizer.decode(prompt)
             out.append((self.builder.completion(prompt, docs), echo))
         return out
-
-    def _max_tokens(self, endpoint: Endpoint, body, prompt_tokens: int, info: ModelInfo) -> int:
-        """The request's max_tokens, or its default: 16 for completions (OpenAI's), the rest of
-        the context for chat (vLLM's; capped by ``default_max_tokens`` when configured, and by
-        what a replica's KV pool holds, since the engine reserves prompt + max_tokens)."""
-        param = "messages" if endpoint == "chat" else "prompt"
-        max_model_len = info.max_model_len
-        remaining = max_model_len - prompt_tokens
-        requested = body.requested_max_tokens
-        if requested is None:
-            cap = COMPLETIONS_DEFAULT_MAX_TOKENS if endpoint == "completions" else self.config.default_max_tokens
-            requested = min(remaining, info.kv_capacity_tokens - prompt_tokens, cap or remaining)
-            if requested < 1:
-                raise context_length_exceeded(max_model_len, prompt_tokens, 1, param)
-        if requested > remaining:
-            raise context_length_exceeded(max_model_len, prompt_tokens, requested, param)
-        return requested
 
     async def _submit(self, request: EngineRequest):
         """Send a request to a replica and wait for its first answer: a refusal or an overload

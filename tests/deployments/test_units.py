@@ -10,7 +10,9 @@ from deployments.chunk_ids import ChunkIdStore
 from deployments.errors import APIError
 from deployments.metrics import Observation, store_observations
 from deployments.bodies import parse_body
+from deployments.protocol import ModelInfo
 from deployments.schema import ChatCompletionRequest, CompletionRequest
+from deployments.token_budget import resolve_max_tokens
 from engine.sampling_params import SamplingParams, StructuredOutput
 from kvstore.directory import DirBlobs
 from kvstore.keys import chunk_key
@@ -118,6 +120,33 @@ def test_refused_fields(fields, param, says):
         parse_body(ChatCompletionRequest, json.dumps(
             {"model": "m", "messages": [{"role": "user", "content": "q"}], **fields}).encode())
     assert (e.value.status, e.value.param) == (400, param) and says in e.value.message
+
+
+INFO = ModelInfo(max_model_len=1000, vocab_size=100, kv_capacity_tokens=600)
+
+
+@pytest.mark.parametrize("endpoint,requested,prompt,cap,expected", [
+    ("completions", None, 100, None, 16),    # OpenAI's completions default
+    ("completions", None, 590, None, 10),    # ... within the KV pool (600)
+    ("chat", None, 100, None, 500),          # the rest of the context, within the KV pool (600)
+    ("chat", None, 100, 256, 256),           # ingress.default_max_tokens caps the default
+    ("chat", None, 300, None, 300),          # KV pool: 600 - 300
+    ("chat", 800, 150, None, 800),           # asked for: the engine decides about its pool
+])
+def test_resolve_max_tokens(endpoint, requested, prompt, cap, expected):
+    assert resolve_max_tokens(endpoint, requested, prompt, INFO, cap) == expected
+
+
+@pytest.mark.parametrize("endpoint,requested,prompt,says", [
+    ("chat", 901, 100, "you requested 1001 tokens (100 in the messages, 901 in the completion)"),
+    ("completions", None, 1000, "you requested 1001 tokens (1000 in the prompt, 1 in the completion)"),
+    ("completions", 17, 990, "you requested 1007 tokens (990 in the prompt, 17 in the completion)"),
+])
+def test_context_length_exceeded(endpoint, requested, prompt, says):
+    with pytest.raises(APIError) as e:
+        resolve_max_tokens(endpoint, requested, prompt, INFO, None)
+    assert (e.value.status, e.value.code) == (400, "context_length_exceeded")
+    assert "maximum context length is 1000 tokens" in e.value.message and says in e.value.message
 
 
 def test_echo_with_logprobs_is_refused():
