@@ -111,12 +111,11 @@ class Generation:
         self.seqs = {(p, s): _Sequence() for p in range(len(submitted)) for s in range(num_sequences)}
         self._started = [False] * len(submitted)  # a prompt's first token arrived
         self._open = [num_sequences] * len(submitted)  # sequences not finished, per prompt
-        for _ in submitted:
-            metrics.sequence_started()
 
     # ---- the two shapes -----------------------------------------------------------------------
 
     async def whole(self) -> dict[str, Any]:
+        self._begin()
         try:
             async for p, delta in merge([s.stream for s in self.submitted]):
                 await self._take(p, delta)
@@ -140,6 +139,7 @@ class Generation:
         """SSE events; closing this generator (client gone) cancels the replica calls, which
         aborts the engine requests and frees their KV blocks."""
         prompt_tokens = sum(s.prompt_tokens for s in self.submitted)
+        self._begin()
         try:
             if self.endpoint == "chat":
                 for i in range(len(self.submitted) * self.num_choices):
@@ -206,6 +206,10 @@ class Generation:
             top = tuple((next(texts), lp) for lp in tops[i].values()) if i < len(tops) else ()
             out.append(TokenLogprob(token, logprob, top))
         return out
+
+    def _begin(self) -> None:
+        for _ in self.submitted:
+            self.metrics.sequence_started()
 
     def _completion_tokens(self) -> int:
         return sum(q.num_tokens for q in self.seqs.values())
