@@ -55,6 +55,7 @@ class _Sequence:
     finish_reason: str | None = None
     stats: RequestStats | None = None
     cumulative_logprob: float = 0.0
+    stop_reason: str | int | None = None
     echoed: bool = False
 
 
@@ -130,7 +131,7 @@ class Generation:
                 text = sub.echo + "".join(q.parts)
                 lp = logprobs_body(self.endpoint, q.tokens if self.num_logprobs is not None else None,
                                    len(sub.echo))
-                choices.append(Choice(p * self.num_choices + j, text, q.finish_reason, lp))
+                choices.append(Choice(p * self.num_choices + j, text, q.finish_reason, lp, q.stop_reason))
         body = final_body(self.endpoint, self.request_id, self.created, self.model, choices, self._usage())
         self._finished()
         return body
@@ -164,7 +165,7 @@ class Generation:
                 if text or delta.finished or lp is not None:
                     now = running_usage(prompt_tokens, self._completion_tokens()) if continuous_usage else None
                     choice = Choice(p * self.num_choices + delta.index, text,
-                                    delta.finish_reason if delta.finished else None, lp)
+                                    delta.finish_reason if delta.finished else None, lp, delta.stop_reason)
                     yield sse(chunk_body(self.endpoint, self.request_id, self.created, self.model, choice,
                                          include_usage, now))
             else:
@@ -189,7 +190,7 @@ class Generation:
         if delta.new_logprobs is not None:
             q.tokens.extend(await self._token_logprobs(delta))
         if delta.finished:
-            q.finish_reason, q.stats = delta.finish_reason, delta.stats
+            q.finish_reason, q.stats, q.stop_reason = delta.finish_reason, delta.stats, delta.stop_reason
             q.cumulative_logprob = delta.cumulative_logprob or 0.0
             self._open[p] -= 1
             if self._open[p] == 0:

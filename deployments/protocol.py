@@ -107,3 +107,4 @@ class StreamDelta:
     new_logprobs: tuple[float, ...] | None = None
     new_top_logprobs: tuple[dict[int, float], ...] | None = None
     cumulative_logprob: float | None = None
+    stop_reason: str | int | None = None

@@ -141,4 +141,5 @@ def _delta(out) -> StreamDelta:
     top = tuple(out.top_logprobs[len(out.top_logprobs) - n:]) if out.top_logprobs is not None and n else None
     return StreamDelta(tuple(out.new_token_ids), out.new_text, out.finished,
                        out.finish_reason if out.finished else None, out.stats if out.finished else None,
-                       out.index, logprobs, top, out.cumulative_logprob if out.finished else None)
+                       out.index, logprobs, top, out.cumulative_logprob if out.finished else None,
+                       out.stop_reason)

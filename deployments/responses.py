@@ -114,17 +114,18 @@ class Choice:
     text: str
     finish_reason: str | None
     logprobs: Any = None  # the endpoint's logprobs body, or None
+    stop_reason: str | int | None = None  # vLLM's: the stop string or token id that ended it
 
 
 def final_body(endpoint: Endpoint, request_id: str, created: int, model: str, choices: Sequence[Choice],
                usage_body: dict[str, Any]) -> dict[str, Any]:
     """The whole response of a non-streamed request."""
     if endpoint == "completions":
-        out = [{"index": c.index, "text": c.text, "logprobs": c.logprobs, "finish_reason": c.finish_reason}
-               for c in choices]
+        out = [{"index": c.index, "text": c.text, "logprobs": c.logprobs, "finish_reason": c.finish_reason,
+                "stop_reason": c.stop_reason} for c in choices]
     else:
         out = [{"index": c.index, "message": {"role": "assistant", "content": c.text}, "logprobs": c.logprobs,
-                "finish_reason": c.finish_reason} for c in choices]
+                "finish_reason": c.finish_reason, "stop_reason": c.stop_reason} for c in choices]
     return {**_envelope(endpoint, request_id, created, model, False), "choices": out, "usage": usage_body}
 
 
@@ -133,13 +134,13 @@ def chunk_body(endpoint: Endpoint, request_id: str, created: int, model: str, ch
     """One streamed event with a text delta (``role``: a chat choice's opening event)."""
     if endpoint == "completions":
         out = {"index": choice.index, "text": choice.text, "logprobs": choice.logprobs,
-               "finish_reason": choice.finish_reason}
+               "finish_reason": choice.finish_reason, "stop_reason": choice.stop_reason}
     else:
         delta: dict[str, str] = {"role": "assistant", "content": ""} if role else {}
         if choice.text:
             delta["content"] = choice.text
         out = {"index": choice.index, "delta": delta, "logprobs": choice.logprobs,
-               "finish_reason": choice.finish_reason}
+               "finish_reason": choice.finish_reason, "stop_reason": choice.stop_reason}
     body = {**_envelope(endpoint, request_id, created, model, True), "choices": [out]}
     if usage_now is not None:
         body["usage"] = usage_now

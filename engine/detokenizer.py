@@ -25,8 +25,8 @@ class Detokenizer:
         return self.tokenizer.decode(token_ids, skip_special_tokens=skip_special_tokens)
 
     def step(self, state: TextState, token_ids: list[int], stop: tuple[str, ...], finished: bool,
-             skip_special_tokens: bool = True, include_stop: bool = False) -> tuple[str, bool]:
-        """New text to emit, and whether a stop string ended the request.
+             skip_special_tokens: bool = True, include_stop: bool = False) -> tuple[str, str | None]:
+        """New text to emit, and the stop string that ended the request (None if none did).
 
         Args:
             token_ids: all output tokens that belong in the text (stop tokens excluded).
@@ -35,16 +35,16 @@ class Detokenizer:
             include_stop: keep the stop string that ends the request in the text.
         """
         text = self.decode(token_ids, skip_special_tokens)
-        hit = False
+        hit = None
         if stop:
             search_from = max(0, len(state.emitted) - max(len(s) for s in stop) + 1)
-            cuts = [(i, len(s)) for i, s in ((text.find(s, search_from), s) for s in stop) if i >= 0]
+            cuts = [(i, s) for i, s in ((text.find(s, search_from), s) for s in stop) if i >= 0]
             if cuts:
-                start, length = min(cuts)
-                text, hit = text[: start + length if include_stop else start], True
+                start, hit = min(cuts)
+                text = text[: start + len(hit) if include_stop else start]
         if not (finished or hit):
             if text.endswith("\ufffd"):
-                return "", False  # an incomplete multi-byte character: wait for the next token
+                return "", None  # an incomplete multi-byte character: wait for the next token
             if stop:
                 text = text[: max(len(state.emitted), len(text) - max(len(s) for s in stop) + 1)]
         new = text[len(state.emitted):] if text.startswith(state.emitted) else ""

@@ -261,10 +261,12 @@ class Engine:
             reason = "length"
         new_text, stop_hit = self.detokenizer.step(self._text[req.request_id], text_ids, p.stop, reason is not None,
                                                    p.skip_special_tokens, p.include_stop_str_in_output)
-        if stop_hit:
+        if stop_hit is not None:
             reason = "stop"
         if reason is not None:
             req.finish_reason = reason
+            # vLLM's stop_reason: the stop string or stop token id that ended it (None for EOS).
+            req.stop_reason = stop_hit if stop_hit is not None else token if token in p.stop_token_ids else None
             self.scheduler.finish(req)
         return self._output(req, [token], new_text, finished=reason is not None)
 
@@ -293,6 +295,7 @@ class Engine:
             top_logprobs=list(req.top_logprobs) if req.sampling.top_logprobs else None,
             index=req.index,
             cumulative_logprob=sum(req.logprobs),
+            stop_reason=req.stop_reason if finished else None,
         )
 
     # ---- batch conveniences -----------------------------------------------------------------

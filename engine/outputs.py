@@ -54,3 +54,4 @@ class RequestOutput:
     top_logprobs: list[dict[int, float]] | None = None  # token id -> logprob, per output token
     index: int = 0  # which of the request's n sequences
     cumulative_logprob: float = 0.0  # sum of the chosen tokens' logprobs (best_of ranks by it)
+    stop_reason: str | int | None = None  # the stop string or stop_token_ids entry that ended it

@@ -42,6 +42,7 @@ class Request:
     chunks_resolved: bool = False  # chunk sources looked up (and pinned / compile jobs joined)
     pinned: list[ChunkKey] = field(default_factory=list)  # chunk-pool pins held until linked
     finish_reason: FinishReason | None = None
+    stop_reason: str | int | None = None  # the stop string or stop token id that ended it
     stats: RequestStats = field(default_factory=RequestStats)
     group_id: str = ""  # the request the client sent; "" means request_id (sequence 0)
     index: int = 0  # this sequence's place among the request's n

@@ -99,6 +99,7 @@ def test_stop_string_kept_with_include_stop_str_in_output(engine):
     kept = engine.generate([PROMPT], SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True, stop=(stop,),
                                                     include_stop_str_in_output=True))[0]
     assert kept.text == ref.text[: cut + len(stop)] and kept.finish_reason == "stop"
+    assert kept.stop_reason == stop and ref.stop_reason is None
 
 
 def test_special_tokens_in_text_unless_skipped(engine):
@@ -114,6 +115,7 @@ def test_stop_token_ids_end_the_request(engine):
                                                    stop_token_ids=(ref.token_ids[3],)))[0]
     first = ref.token_ids.index(ref.token_ids[3])
     assert out.token_ids == ref.token_ids[: first + 1] and out.finish_reason == "stop"
+    assert out.stop_reason == ref.token_ids[3]
     assert out.text == engine.tokenizer.decode(ref.token_ids[:first], skip_special_tokens=True)
 
 
