@@ -101,11 +101,10 @@ class IngressConfig:
     def __post_init__(self) -> None:
         if not self.served_model_name:
             raise ValueError("served_model_name must be non-empty")
-        for name in ("max_body_bytes", "max_documents", "max_ongoing_requests", "num_replicas"):
-            if getattr(self, name) < 1:
+        for name in ("max_body_bytes", "max_documents", "default_max_tokens", "max_ongoing_requests",
+                     "num_replicas"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:  # default_max_tokens may be unset
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.default_max_tokens is not None and self.default_max_tokens < 1:
-            raise ValueError(f"default_max_tokens must be >= 1, got {self.default_max_tokens}")
         if self.api_key == "":
             raise ValueError("api_key must be non-empty when set")
         if self.num_cpus < 0:

@@ -23,14 +23,6 @@ def hf_model_dirs(tmp_path_factory) -> dict[str, Path]:
     return dirs
 
 
-@pytest.fixture(scope="session")
-def stories260k_dir(stories260k_bin, tmp_path_factory) -> Path:
-    """stories260K converted to a Hugging Face Llama directory (no tokenizer)."""
-    from engine.llama2c import convert_llama2c
-
-    return convert_llama2c(stories260k_bin, tmp_path_factory.mktemp("stories260k"))
-
-
 CORPUS = [
     "Once upon a time there was a small red fox. The fox lived in a quiet forest near the river.",
     "Every morning the fox ran to the river to drink. One day it met a grey rabbit who was lost.",
@@ -55,3 +47,12 @@ def text_model_dir(hf_model_dirs, tmp_path_factory):
     shutil.copytree(hf_model_dirs["llama_gqa_llama3"], path)
     fast.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def stories260k_dir(stories260k_bin, tmp_path_factory) -> Path:
+    """stories260K converted to a Hugging Face Llama directory (no tokenizer)."""
+    from engine.llama2c import convert_llama2c
+
+    return convert_llama2c(stories260k_bin, tmp_path_factory.mktemp("stories260k"))
+
