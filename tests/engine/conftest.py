@@ -55,4 +55,3 @@ def stories260k_dir(stories260k_bin, tmp_path_factory) -> Path:
     from engine.llama2c import convert_llama2c
 
     return convert_llama2c(stories260k_bin, tmp_path_factory.mktemp("stories260k"))
-
