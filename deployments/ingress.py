@@ -323,6 +323,8 @@ class Ingress:
         """200 when an engine replica answers its health check in time, else 503."""
         try:
             await asyncio.wait_for(self.replica.check_health.remote(), HEALTH_TIMEOUT_S)
+        except BackPressureError:  # every replica's queue is full: they are alive and working
+            return JSONResponse({"status": "ok"})
         except (asyncio.TimeoutError, RayActorError, RayTaskError, RayServeException, EngineError) as e:
             return APIError(503, f"the engine is unhealthy: {e or type(e).__name__}", code="engine_unhealthy").response()
         return JSONResponse({"status": "ok"})
