@@ -1,7 +1,10 @@
 """The ``epic`` command.
 
-    epic serve [--config FILE] [--host H] [--port N]   serve the app until Ctrl-C / SIGTERM
-    epic warmup ...                                    fill the chunk store from a corpus
+    epic serve [MODEL] [--config FILE] [--host H] [--port N] [--max-model-len N]
+               [--served-model-name NAME] [--dtype D] [--api-key KEY] [--link-policy P]
+                                          serve the app until Ctrl-C / SIGTERM (vLLM's flags;
+                                          flags override the config file)
+    epic warmup ...                       fill the chunk store from a corpus
 
 ``epic serve`` joins the cluster named by ``RAY_ADDRESS`` when it is set; otherwise it starts
 a local Ray with the config's ``ray:`` resources and stops it on exit.
@@ -30,29 +33,78 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="epic", description="epic-serve: position-independent context caching.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="serve the OpenAI-compatible HTTP API")
+    serve_cmd.add_argument("model", nargs="?", default=None,
+                           help="model directory or hub id (overrides engine.model)")
     serve_cmd.add_argument("--config", type=Path, default=None,
                            help="serving YAML (default: the embedded infra/local.yaml)")
     serve_cmd.add_argument("--host", default=None, help="override http.host")
     serve_cmd.add_argument("--port", type=int, default=None, help="override http.port")
+    serve_cmd.add_argument("--max-model-len", type=int, default=None, help="override engine.max_model_len")
+    serve_cmd.add_argument("--served-model-name", default=None, help="override ingress.served_model_name")
+    serve_cmd.add_argument("--dtype", default=None, help="override engine.dtype (float32, bfloat16, float16)")
+    serve_cmd.add_argument("--api-key", default=None,
+                           help="require 'Authorization: Bearer KEY' on /v1 routes (ingress.api_key)")
+    serve_cmd.add_argument("--link-policy", default=None,
+                           help="default link policy: NAME, NAME:K (legolink:16) or cacheblend:RATIO")
     commands.add_parser("warmup", help="compile a corpus into the chunk store (a Ray job; see epic warmup -h)")
     return _serve(parser.parse_args(argv))
 
 
-def _serve(args: argparse.Namespace) -> int:
+def serve_config(args: argparse.Namespace):
+    """The config file (or the embedded default) with the command line's flags over it.
+
+    Raises:
+        ValueError: a bad file, flag value or combination, naming it.
+    """
     from deployments.app import DEFAULT_CONFIG, ROOT
     from deployments.config import load_config
 
+    config = load_config(DEFAULT_CONFIG, base_dir=ROOT) if args.config is None else load_config(args.config)
+    engine = {"model": _model_path(args.model), "max_model_len": args.max_model_len, "dtype": args.dtype,
+              "link_policy": None if args.link_policy is None else parse_link_policy(args.link_policy)}
+    ingress = {"served_model_name": args.served_model_name, "api_key": args.api_key}
+    http = {"host": args.host, "port": args.port}
+    return dataclasses.replace(
+        config,
+        engine=dataclasses.replace(config.engine, **_given(engine)),
+        ingress=dataclasses.replace(config.ingress, **_given(ingress)),
+        http=dataclasses.replace(config.http, **_given(http)))
+
+
+def parse_link_policy(text: str):
+    """``legolink``, ``legolink:16``, ``cacheblend:0.15`` -> a LinkPolicy."""
+    from engine.segments import LINK_POLICY_NAMES, LinkPolicy
+
+    name, _, arg = text.partition(":")
+    if name not in LINK_POLICY_NAMES:
+        raise ValueError(f"--link-policy {text!r}: the name is one of {', '.join(LINK_POLICY_NAMES)}")
+    if not arg:
+        return LinkPolicy(name)
     try:
-        if args.config is None:
-            config = load_config(DEFAULT_CONFIG, base_dir=ROOT)
-        else:
-            config = load_config(args.config)
-        http = dataclasses.replace(config.http, **{k: v for k, v in (("host", args.host), ("port", args.port))
-                                                   if v is not None})
+        return LinkPolicy(name, ratio=float(arg)) if name == "cacheblend" else LinkPolicy(name, k=int(arg))
+    except ValueError:
+        raise ValueError(f"--link-policy {text!r}: after ':' comes k (an integer) or, for cacheblend, "
+                         "a ratio") from None
+
+
+def _model_path(model: str | None) -> str | None:
+    if model is None:
+        return None
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.is_dir() else model
+
+
+def _given(values: dict) -> dict:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        config = serve_config(args)
     except ValueError as e:
         print(f"epic serve: {e}", file=sys.stderr)
         return 2
-    config = dataclasses.replace(config, http=http)
+    http = config.http
 
     import ray
     from ray import serve

@@ -80,26 +80,33 @@ class IngressConfig:
             default) derives it from the engine's model (:func:`engine.model_source.served_name_of`).
         max_body_bytes: largest request body; larger ones get 413.
         max_documents: most documents in one request.
-        default_max_tokens: chat completions without ``max_tokens`` (completions default to 16,
-            as OpenAI's do).
+        default_max_tokens: caps the ``max_tokens`` of chat completions that send none; unset,
+            they may use the whole remaining context, as in vLLM (completions default to 16, as
+            OpenAI's do).
         max_ongoing_requests: HTTP requests one ingress replica handles at once.
         num_replicas: ingress replicas.
         num_cpus: CPUs reserved per ingress replica (tokenization runs here).
+        strict: unknown request fields are a 400 (otherwise ignored with a logged warning).
+        api_key: when set, every ``/v1`` route needs ``Authorization: Bearer <api_key>``.
     """
 
     served_model_name: str = ""
     max_body_bytes: int = 4 * 1024 * 1024
     max_documents: int = 64
-    default_max_tokens: int = 256
+    default_max_tokens: int | None = None
     max_ongoing_requests: int = 256
     num_replicas: int = 1
     num_cpus: float = 0.0
+    strict: bool = False
+    api_key: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_documents", "default_max_tokens", "max_ongoing_requests",
                      "num_replicas"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:  # default_max_tokens may be unset
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.api_key == "":
+            raise ValueError("api_key must be non-empty when set")
         if self.num_cpus < 0:
             raise ValueError(f"num_cpus must be >= 0, got {self.num_cpus}")
 

@@ -37,7 +37,7 @@ class DocumentLibrary:
         for i, ref in enumerate(refs):
             if ref.text is not None:
                 try:
-                    docs.append(self.builder.chunk_document(ref.text))
+                    docs.append(self.builder.chunk_document(ref.model_text))
                 except ValueError as e:
                     raise bad_request(str(e), f"documents[{i}].text") from None
             else:

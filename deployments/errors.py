@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 _TYPES = {
     400: "invalid_request_error",
+    401: "invalid_request_error",
     404: "invalid_request_error",
     405: "invalid_request_error",
     409: "invalid_request_error",
@@ -51,6 +52,20 @@ class APIError(Exception):
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
     return APIError(400, message, param, code)
+
+
+def context_length_exceeded(max_model_len: int, prompt_tokens: int, max_tokens: int, param: str) -> APIError:
+    """Prompt + max_tokens over the context, in OpenAI's words."""
+    where = "messages" if param == "messages" else "prompt"
+    return bad_request(
+        f"This model's maximum context length is {max_model_len} tokens. However, you requested "
+        f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the {where}, {max_tokens} in the completion). "
+        f"Please reduce the length of the {where} or completion.", param, "context_length_exceeded")
+
+
+def invalid_api_key() -> APIError:
+    return APIError(401, "Incorrect API key provided. Send it as 'Authorization: Bearer <key>'.", None,
+                    "invalid_api_key")
 
 
 def overloaded(detail: str) -> APIError:

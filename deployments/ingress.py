@@ -2,10 +2,12 @@
 
 Per generation request:
 
-    read the body (size-limited) -> validate (schema) -> resolve documents (documents)
-      -> chat template + tokenize + KVSplit + chunk keys (prompting, on one tokenizer thread)
-      -> replica.generate(EngineRequest) through a streaming handle (the router reads its
-         routing_hint) -> first record: Accepted | Rejected -> JSON or SSE back to the client
+    API key -> read the body (size-limited) -> validate (schema; unknown fields logged)
+      -> resolve documents (documents) -> chat template + tokenize + KVSplit + chunk keys
+         (prompting, on one tokenizer thread), one layout per prompt of a batch
+      -> max_tokens against the context -> replica.generate(EngineRequest) per prompt through
+         a streaming handle (the router reads its routing_hint) -> first record: Accepted |
+         Rejected -> JSON or SSE back to the client (generation)
 
 Every failure the client can cause is an :class:`~deployments.errors.APIError` with an
 OpenAI-style body; the response header ``x-epic-replica`` names the engine replica that served
@@ -15,37 +17,38 @@ the request.
 # No "from __future__ import annotations": Serve's class-based views re-read the route
 # signatures, and string annotations would not resolve in its module (Request -> a 422).
 import asyncio
+import hmac
+import importlib.metadata
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from ray import serve
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, RayServeException
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from deployments.api_metrics import CONTENT_TYPE, APIMetrics
 from deployments.chunk_ids import ChunkIdStore
 from deployments.config import IngressConfig
 from deployments.documents import DocumentLibrary, document_body
-from deployments.errors import APIError, bad_request, overloaded
-from deployments.metrics import MetricSink, Observation, request_observations
+from deployments.errors import APIError, bad_request, invalid_api_key, overloaded
+from deployments.generation import Generation, Submitted
 from deployments.model_files import fingerprint_of, tokenizer_of
 from deployments.prompting import PromptBuilder, PromptLayout
-from deployments.protocol import Accepted, CompileRequest, EngineRequest, Failed, Rejected
-from deployments.responses import Endpoint, SSE_DONE, chunk_body, final_body, sse, usage_chunk
-from deployments.schema import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    RegisterDocumentsRequest,
-    parse_body,
-)
+from deployments.protocol import Accepted, CompileRequest, EngineRequest, Failed, ModelInfo, Rejected
+from deployments.responses import Endpoint
+from deployments.bodies import parse_body
+from deployments.schema import ChatCompletionRequest, CompletionRequest
+from deployments.service_schema import DetokenizeRequest, RegisterDocumentsRequest, TokenizeRequest
+from deployments.token_budget import resolve_max_tokens
+from engine.async_engine import EngineError
 from engine.config import EngineConfig
-from engine.outputs import RequestStats
+from engine.segments import prompt_token_ids
 from kvstore.blobs import MemoryBlobs
 from kvstore.builder import open_blobs
 from kvstore.config import StoreConfig
@@ -55,7 +58,7 @@ from router.hint import RoutingHint
 logger = logging.getLogger(__name__)
 
 REPLICA_HEADER = "x-epic-replica"
-COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
+HEALTH_TIMEOUT_S = 10.0
 
 app = FastAPI(title="epic-serve", docs_url=None, redoc_url=None)
 
@@ -107,9 +110,8 @@ class Ingress:
         # safe to share between threads, and the event loop stays free. Registry calls on _io.
         self._tokenizer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="epic-tokenize")
         self._io = ThreadPoolExecutor(max_workers=4, thread_name_prefix="epic-documents")
-        self._metrics = MetricSink(("epic_requests", "epic_ttft_seconds", "epic_e2e_latency_seconds",
-                                    "epic_prompt_tokens", "epic_completion_tokens", "epic_cache_hit_tokens",
-                                    "epic_compiled_tokens", "epic_recomputed_tokens"))
+        self.metrics = APIMetrics(config.served_model_name)
+        self._model_info: ModelInfo | None = None
 
     # ---- generation ---------------------------------------------------------------------------
 
@@ -124,43 +126,63 @@ class Ingress:
     async def _generate(self, request: Request, endpoint: Endpoint) -> Response:
         arrival = time.perf_counter()
         try:
-            response = await self._start(request, endpoint, arrival)
+            return await self._start(request, endpoint, arrival)
         except APIError as e:
-            self._count(endpoint, e.status)
+            self.metrics.request_done(endpoint, e.status)
             raise
-        return response
 
     async def _start(self, request: Request, endpoint: Endpoint, arrival: float) -> Response:
-        raw = await read_body(request, self.config.max_body_bytes)
+        self._authorize(request)
         model = ChatCompletionRequest if endpoint == "chat" else CompletionRequest
-        body = parse_body(model, raw)
+        body = self._parse(model, await read_body(request, self.config.max_body_bytes))
         self._check_model(body.model)
         if body.documents is not None and len(body.documents) > self.config.max_documents:
             raise bad_request(f"{len(body.documents)} documents; at most {self.config.max_documents} per request",
                               "documents")
-        layout = await self._off_loop(self._tokenizer_thread, self._layout, endpoint, body)
-        default_max = self.config.default_max_tokens if endpoint == "chat" else COMPLETIONS_DEFAULT_MAX_TOKENS
-        try:
-            sampling = body.sampling(default_max)
-        except ValueError as e:
-            raise bad_request(str(e)) from None
+        layouts = await self._off_loop(self._tokenizer_thread, self._layouts, endpoint, body)
+        info = await self.model_info()
+        samplings = []
+        for layout, _ in layouts:
+            max_tokens = resolve_max_tokens(endpoint, body.requested_max_tokens, layout.routing_hint.total_tokens, info,
+                                            self.config.default_max_tokens)
+            try:
+                samplings.append(body.sampling(max_tokens))
+            except ValueError as e:
+                raise bad_request(str(e)) from None
         policy = body.link_policy.to_policy() if body.link_policy is not None else None
         request_id = f"{'chatcmpl' if endpoint == 'chat' else 'cmpl'}-{uuid.uuid4().hex}"
-        stream, accepted = await self._submit(
-            EngineRequest(request_id, layout.segments, sampling, policy, layout.routing_hint, layout.text))
-        headers = {REPLICA_HEADER: accepted.replica_id}
-        created = int(time.time())
+        submitted: list[Submitted] = []
+        try:
+            for i, ((layout, echo), sampling) in enumerate(zip(layouts, samplings)):
+                rid = request_id if len(layouts) == 1 else f"{request_id}-{i}"
+                stream, accepted = await self._submit(EngineRequest(
+                    rid, layout.segments, sampling, policy, layout.routing_hint, layout.text, body.cache_salt))
+                self.metrics.kv_usage(accepted.replica_id, accepted.kv_usage)
+                submitted.append(Submitted(stream, accepted, layout.routing_hint.total_tokens, echo))
+        except BaseException:
+            for s in submitted:
+                s.stream.cancel()
+            raise
+        headers = {REPLICA_HEADER: ",".join(dict.fromkeys(s.accepted.replica_id for s in submitted))}
+        generation = Generation(endpoint, request_id, self.config.served_model_name, submitted, body.num_choices,
+                                body.num_sequences, body.num_logprobs, self._decode_each, self.metrics, arrival)
         if body.stream:
-            events = self._events(endpoint, stream, request_id, created, body.include_usage, arrival)
-            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-        return await self._collect(endpoint, stream, request_id, created, arrival, headers)
+            return StreamingResponse(generation.events(body.include_usage, body.continuous_usage),
+                                     media_type="text/event-stream", headers=headers)
+        return JSONResponse(await generation.whole(), headers=headers)
 
-    def _layout(self, endpoint: Endpoint, body: CompletionRequest | ChatCompletionRequest) -> PromptLayout:
-        """Resolve the documents and build the prompt (on the tokenizer thread)."""
+    def _layouts(self, endpoint: Endpoint, body) -> list[tuple[PromptLayout, str]]:
+        """Resolve the documents (in the ``document_order`` asked for) and build each prompt,
+        with its echo text (on the tokenizer thread)."""
         docs = self.builder.ordered(self.documents.resolve(body.documents or []), body.document_order, body.question)
         if endpoint == "chat":
-            return self.builder.chat([m.as_template_message() for m in body.messages], docs)
-        return self.builder.completion(body.prompt, docs)
+            return [(self.builder.chat([m.as_template_message() for m in body.messages], docs,
+                                       body.chat_template_kwargs), "")]
+        out = []
+        for prompt in body.prompts:
+            echo = "" if not body.echo else prompt if isinstance(prompt, str) else self.builder.tokenizer.decode(prompt)
+            out.append((self.builder.completion(prompt, docs), echo))
+        return out
 
     async def _submit(self, request: EngineRequest):
         """Send a request to a replica and wait for its first answer: a refusal or an overload
@@ -185,58 +207,50 @@ class Ingress:
         assert isinstance(first, Accepted), f"unexpected first record {type(first).__name__}"
         return stream, first
 
-    async def _collect(self, endpoint: Endpoint, stream, request_id: str, created: int, arrival: float,
-                       headers: dict[str, str]) -> Response:
-        text: list[str] = []
-        ttft = None
-        try:
-            async for delta in stream:
-                if isinstance(delta, Failed):
-                    raise APIError(500, delta.message, code="engine_error")
-                if ttft is None and delta.new_token_ids:
-                    ttft = time.perf_counter() - arrival
-                text.append(delta.new_text)
-                if delta.finished:
-                    self._finished(endpoint, delta.stats, ttft, arrival)
-                    body = final_body(endpoint, request_id, created, self.config.served_model_name, "".join(text),
-                                      delta.finish_reason, delta.stats)
-                    return JSONResponse(body, headers=headers)
-        finally:
-            stream.cancel()  # a no-op once finished; aborts the request if the client left
-        raise APIError(500, "the engine stream ended without a final record", code="engine_error")
+    async def _decode_each(self, token_ids: list[int]) -> list[str]:
+        """Each token's own text (logprobs name tokens by it)."""
+        tokenizer = self.builder.tokenizer
+        return await self._off_loop(self._tokenizer_thread,
+                                    lambda: [tokenizer.decode([t], skip_special_tokens=False) for t in token_ids])
 
-    async def _events(self, endpoint: Endpoint, stream, request_id: str, created: int, include_usage: bool,
-                      arrival: float) -> AsyncIterator[bytes]:
-        """SSE events; closing this generator (client gone) cancels the replica call, which
-        aborts the engine request and frees its KV blocks."""
-        model = self.config.served_model_name
-        ttft = None
-        try:
-            if endpoint == "chat":
-                yield sse(chunk_body(endpoint, request_id, created, model, None, None, include_usage, role=True))
-            async for delta in stream:
-                if isinstance(delta, Failed):
-                    yield sse(APIError(500, delta.message, code="engine_error").body())
-                    self._count(endpoint, 500)
-                    break
-                if ttft is None and delta.new_token_ids:
-                    ttft = time.perf_counter() - arrival
-                if delta.new_text or delta.finished:
-                    yield sse(chunk_body(endpoint, request_id, created, model, delta.new_text, delta.finish_reason,
-                                         include_usage))
-                if delta.finished:
-                    if include_usage:
-                        yield sse(usage_chunk(endpoint, request_id, created, model, delta.stats))
-                    self._finished(endpoint, delta.stats, ttft, arrival)
-            yield SSE_DONE
-        finally:
-            stream.cancel()
+    # ---- tokenizer ----------------------------------------------------------------------------
+
+    @app.post("/tokenize")
+    async def tokenize(self, request: Request) -> dict[str, Any]:
+        body = self._parse(TokenizeRequest, await read_body(request, self.config.max_body_bytes))
+        if body.model is not None:
+            self._check_model(body.model)
+
+        def run() -> list[int]:
+            if body.messages is not None:
+                return prompt_token_ids(self.builder.chat([m.as_template_message() for m in body.messages],
+                                                          []).segments)
+            if body.add_special_tokens:
+                return prompt_token_ids(self.builder.completion(body.prompt, []).segments)
+            return self.builder.encode(body.prompt)
+
+        tokens = await self._off_loop(self._tokenizer_thread, run)
+        info = await self.model_info()
+        return {"count": len(tokens), "max_model_len": info.max_model_len, "tokens": tokens, "token_strs": None}
+
+    @app.post("/detokenize")
+    async def detokenize(self, request: Request) -> dict[str, Any]:
+        body = self._parse(DetokenizeRequest, await read_body(request, self.config.max_body_bytes))
+        if body.model is not None:
+            self._check_model(body.model)
+        info = await self.model_info()
+        bad = [t for t in body.tokens if not 0 <= t < info.vocab_size]
+        if bad:
+            raise bad_request(f"token id {bad[0]} is outside the vocabulary [0, {info.vocab_size})", "tokens")
+        text = await self._off_loop(self._tokenizer_thread, self.builder.tokenizer.decode, body.tokens)
+        return {"prompt": text}
 
     # ---- documents ----------------------------------------------------------------------------
 
     @app.post("/v1/documents")
     async def register_documents(self, request: Request) -> dict[str, Any]:
-        body = parse_body(RegisterDocumentsRequest, await read_body(request, self.config.max_body_bytes))
+        self._authorize(request)
+        body = self._parse(RegisterDocumentsRequest, await read_body(request, self.config.max_body_bytes))
         if len(body.documents) > self.config.max_documents:
             raise bad_request(f"{len(body.documents)} documents; at most {self.config.max_documents} per request",
                               "documents")
@@ -267,36 +281,84 @@ class Ingress:
                 "persisted": result.persisted}
 
     @app.get("/v1/documents")
-    async def list_documents(self) -> dict[str, Any]:
+    async def list_documents(self, request: Request) -> dict[str, Any]:
+        self._authorize(request)
         ids = await self._off_loop(self._io, self.documents.list_ids)
         return {"object": "list", "data": [{"id": i, "object": "document"} for i in ids]}
 
     @app.get("/v1/documents/{doc_id:path}")
-    async def get_document(self, doc_id: str) -> dict[str, Any]:
+    async def get_document(self, doc_id: str, request: Request) -> dict[str, Any]:
+        self._authorize(request)
         return document_body(await self._off_loop(self._io, self.documents.get, doc_id))
 
     @app.delete("/v1/documents/{doc_id:path}")
-    async def delete_document(self, doc_id: str) -> dict[str, Any]:
+    async def delete_document(self, doc_id: str, request: Request) -> dict[str, Any]:
+        self._authorize(request)
         await self._off_loop(self._io, self.documents.delete, doc_id)
         return {"id": doc_id, "object": "document", "deleted": True}
 
     # ---- service ------------------------------------------------------------------------------
 
     @app.get("/v1/models")
-    async def models(self) -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": self.config.served_model_name, "object": "model", "created": 0,
-                                            "owned_by": "epic-serve"}]}
+    async def models(self, request: Request) -> dict[str, Any]:
+        self._authorize(request)
+        return {"object": "list", "data": [await self._model_card()]}
+
+    @app.get("/v1/models/{model_id:path}")
+    async def model(self, model_id: str, request: Request) -> dict[str, Any]:
+        self._authorize(request)
+        self._check_model(model_id, param=None)
+        return await self._model_card()
+
+    @app.get("/version")
+    async def version(self) -> dict[str, str]:
+        return {"version": importlib.metadata.version("epic-serve")}
+
+    @app.get("/metrics")
+    async def prometheus(self) -> Response:
+        return PlainTextResponse(self.metrics.exposition(), media_type=CONTENT_TYPE)
 
     @app.get("/health")
-    async def health(self) -> dict[str, str]:
-        return {"status": "ok"}
+    async def health(self) -> Response:
+        """200 when an engine replica answers its health check in time, else 503."""
+        try:
+            await asyncio.wait_for(self.replica.check_health.remote(), HEALTH_TIMEOUT_S)
+        except BackPressureError:  # every replica's queue is full: they are alive and working
+            return JSONResponse({"status": "ok"})
+        except (asyncio.TimeoutError, RayActorError, RayTaskError, RayServeException, EngineError) as e:
+            return APIError(503, f"the engine is unhealthy: {e or type(e).__name__}", code="engine_unhealthy").response()
+        return JSONResponse({"status": "ok"})
 
     # ---- helpers ------------------------------------------------------------------------------
 
-    def _check_model(self, model: str) -> None:
+    async def model_info(self) -> ModelInfo:
+        """The served model's context length and vocabulary, asked of a replica once."""
+        if self._model_info is None:
+            self._model_info = await self.replica.model_info.remote()
+        return self._model_info
+
+    async def _model_card(self) -> dict[str, Any]:
+        info = await self.model_info()
+        name = self.config.served_model_name
+        return {"id": name, "object": "model", "created": 0, "owned_by": "epic-serve", "root": name,
+                "parent": None, "max_model_len": info.max_model_len}
+
+    def _authorize(self, request: Request) -> None:
+        key = self.config.api_key
+        sent = request.headers.get("authorization", "").encode("latin-1")  # the raw header bytes
+        if key is not None and not hmac.compare_digest(sent, f"Bearer {key}".encode()):
+            raise invalid_api_key()
+
+    def _parse(self, model, raw: bytes):
+        body, unknown = parse_body(model, raw, self.config.strict)
+        if unknown:
+            logger.warning("ignoring unsupported request fields: %s", ", ".join(unknown))
+        return body
+
+    def _check_model(self, model: str, param: str | None = "model") -> None:
         if model != self.config.served_model_name:
             raise APIError(404, f"the model {model!r} does not exist; available: {self.config.served_model_name}",
-                           "model", "model_not_found")
+                           param, "model_not_found")
 
     @staticmethod
     async def _off_loop(executor: ThreadPoolExecutor, fn, *args, param: str | None = None):
@@ -305,11 +367,3 @@ class Ingress:
             return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
         except ValueError as e:
             raise bad_request(str(e), param) from None
-
-    def _finished(self, endpoint: Endpoint, stats: RequestStats, ttft: float | None, arrival: float) -> None:
-        self._count(endpoint, 200)
-        self._metrics.record(request_observations(endpoint, stats, ttft, time.perf_counter() - arrival))
-
-    def _count(self, endpoint: Endpoint, status: int) -> None:
-        self._metrics.record([Observation("epic_requests", 1, {"endpoint": endpoint, "status": str(status)})])
-

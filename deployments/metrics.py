@@ -1,13 +1,10 @@
-"""Serving metrics, exported through Ray's metrics (Prometheus on Ray's metrics port).
+"""Engine-replica metrics, exported through Ray's metrics (Prometheus on Ray's metrics port);
+the API's request metrics are on the API port (``deployments.api_metrics``).
 
 Pure functions turn what happened into :class:`Observation` s; :class:`MetricSink` applies
 them to ``ray.serve.metrics`` objects (``ray.util.metrics`` that Serve tags with the deployment,
 replica and application). The mapping is tested without Ray; only the sink touches it.
 
-    ingress:  epic_requests{endpoint,status}      epic_ttft_seconds{endpoint}
-              epic_e2e_latency_seconds{endpoint}  epic_prompt_tokens / epic_completion_tokens
-              epic_cache_hit_tokens{kind=prefix|chunk,tier}
-              epic_compiled_tokens                epic_recomputed_tokens
     replica:  epic_store_errors{tier}  epic_store_evictions{tier}  epic_store_bytes{tier,direction}
               epic_store_dropped_writes  epic_kv_free_blocks (gauge)  epic_queue_len (gauge)
     router:   epic_router_decisions{reason}   (router.serve_adapter)
@@ -18,8 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
-
-from engine.outputs import RequestStats
 
 Kind = Literal["counter", "histogram", "gauge"]
 
@@ -36,16 +31,6 @@ class MetricSpec:
 
 
 SPECS: dict[str, MetricSpec] = {s.name: s for s in [
-    MetricSpec("epic_requests", "counter", "HTTP requests by endpoint and status code.", ("endpoint", "status")),
-    MetricSpec("epic_ttft_seconds", "histogram", "Time to first token as the ingress sees it.", ("endpoint",)),
-    MetricSpec("epic_e2e_latency_seconds", "histogram", "Request latency, arrival to last token.", ("endpoint",)),
-    MetricSpec("epic_prompt_tokens", "counter", "Prompt tokens served.", ("endpoint",)),
-    MetricSpec("epic_completion_tokens", "counter", "Tokens generated.", ("endpoint",)),
-    MetricSpec("epic_cache_hit_tokens", "counter",
-               "Prompt tokens reused: kind=prefix (prefix cache) or chunk (linked chunk KV, by tier).",
-               ("kind", "tier")),
-    MetricSpec("epic_compiled_tokens", "counter", "Chunk tokens compiled because no tier held them."),
-    MetricSpec("epic_recomputed_tokens", "counter", "Prompt positions run through the model (recompute + prefill)."),
     MetricSpec("epic_store_errors", "counter", "Chunk store tier failures (each read as a miss).", ("tier",)),
     MetricSpec("epic_store_evictions", "counter", "Chunks evicted from a bounded store tier.", ("tier",)),
     MetricSpec("epic_store_bytes", "counter", "Chunk KV bytes written into / read from a tier.", ("tier", "direction")),
@@ -62,27 +47,6 @@ class Observation:
     name: str
     value: float
     tags: Mapping[str, str] = field(default_factory=dict)
-
-
-def request_observations(endpoint: str, stats: RequestStats, ttft_s: float | None,
-                         e2e_s: float) -> list[Observation]:
-    """What one finished generation request adds to the metrics."""
-    tags = {"endpoint": endpoint}
-    obs = [
-        Observation("epic_e2e_latency_seconds", e2e_s, tags),
-        Observation("epic_prompt_tokens", stats.prompt_tokens, tags),
-        Observation("epic_completion_tokens", stats.completion_tokens, tags),
-        Observation("epic_compiled_tokens", stats.compiled_tokens),
-        Observation("epic_recomputed_tokens", stats.recomputed_tokens),
-    ]
-    if ttft_s is not None:
-        obs.append(Observation("epic_ttft_seconds", ttft_s, tags))
-    if stats.prefix_hit_tokens:
-        obs.append(Observation("epic_cache_hit_tokens", stats.prefix_hit_tokens, {"kind": "prefix", "tier": "gpu"}))
-    for tier, tokens in sorted(stats.chunk_hits_by_tier.items()):
-        if tokens:
-            obs.append(Observation("epic_cache_hit_tokens", tokens, {"kind": "chunk", "tier": tier}))
-    return [o for o in obs if o.value or SPECS[o.name].kind != "counter"]
 
 
 def store_observations(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[Observation]:

@@ -30,7 +30,7 @@ Pure logic on a ``transformers`` tokenizer: no Ray, no FastAPI.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from deployments.document_order import document_order
@@ -183,8 +183,10 @@ class PromptBuilder:
             return self._layout(list(self._bos_ids), documents, self.encode(prompt), prompt, "")
         return self._layout([], documents, list(prompt), "", "")
 
-    def chat(self, messages: list[dict], documents: Sequence[ChunkedDocument]) -> PromptLayout:
-        """The chat template's head, the documents' chunks, the template's tail.
+    def chat(self, messages: list[dict], documents: Sequence[ChunkedDocument],
+             template_kwargs: Mapping[str, object] | None = None) -> PromptLayout:
+        """The chat template's head, the documents' chunks, the template's tail
+        (``template_kwargs``: extra variables for the template, vLLM's ``chat_template_kwargs``).
 
         Raises:
             ValueError: no chat template, a template error (e.g. a bad role), or documents
@@ -193,17 +195,18 @@ class PromptBuilder:
         if not self.has_chat_template:
             raise ValueError("this model has no chat template: use /v1/completions")
         if self.template_wrapper is not None:
-            head, tail = self._split_at_documents(messages, len(documents))
+            head, tail = self._split_at_documents(messages, len(documents), template_kwargs)
         else:
             if documents and self.documents_system_prompt and not any(
                     isinstance(m, dict) and m.get("role") == "system" for m in messages):
                 messages = [{"role": "system", "content": self.documents_system_prompt}, *messages]
-            head, tail = self._split_at_last_user(messages, bool(documents))
+            head, tail = self._split_at_last_user(messages, bool(documents), template_kwargs)
         return self._layout(self.encode(head), documents, self.encode(tail), tail, head)
 
-    def _split_at_documents(self, messages: list[dict], num_documents: int) -> tuple[str, str]:
+    def _split_at_documents(self, messages: list[dict], num_documents: int,
+                            template_kwargs: Mapping[str, object] | None) -> tuple[str, str]:
         sentinels = [_sentinel(i) for i in range(max(num_documents, 1))]
-        rendered = self._render(messages, [{"text": s} for s in sentinels])
+        rendered = self._render(messages, [{"text": s} for s in sentinels], template_kwargs)
         parts = _split_on(rendered, sentinels)
         w = self.template_wrapper
         glue = w.after + w.before
@@ -212,21 +215,22 @@ class PromptBuilder:
             raise ValueError("the chat template did not place the documents as it does for the probe")
         head, tail = parts[0][: len(parts[0]) - len(w.before)], parts[-1][len(w.after):]
         if num_documents == 0:
-            plain = self._render(messages, None)
+            plain = self._render(messages, None, template_kwargs)
             return (head, plain[len(head):]) if plain.startswith(head) else ("", plain)
         return head, tail
 
-    def _split_at_last_user(self, messages: list[dict], has_documents: bool) -> tuple[str, str]:
+    def _split_at_last_user(self, messages: list[dict], has_documents: bool,
+                            template_kwargs: Mapping[str, object] | None) -> tuple[str, str]:
         users = [i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"]
         if not users:
             if has_documents:
                 raise ValueError("documents need a user message to precede; the messages have none")
-            return "", self._render(messages, None)
+            return "", self._render(messages, None, template_kwargs)
         last = users[-1]
         content = messages[last].get("content", "")
         marker = _sentinel(0)
         probe = [*messages[:last], {**messages[last], "content": marker}, *messages[last + 1:]]
-        head, rest = _split_on(self._render(probe, None), [marker])
+        head, rest = _split_on(self._render(probe, None, template_kwargs), [marker])
         return head, content + rest
 
     def _layout(self, prefix_ids: list[int], documents: Sequence[ChunkedDocument], text_ids: list[int],
@@ -245,12 +249,13 @@ class PromptBuilder:
                            total_tokens=total)
         return PromptLayout(tuple(segments), hint, head + "".join(d.text for d in documents) + text)
 
-    def _render(self, messages: list[dict], documents: list[dict] | None) -> str:
+    def _render(self, messages: list[dict], documents: list[dict] | None,
+                template_kwargs: Mapping[str, object] | None = None) -> str:
         from jinja2 import TemplateError
 
         try:
             return self.tokenizer.apply_chat_template(messages, documents=documents, tokenize=False,
-                                                      add_generation_prompt=True)
+                                                      add_generation_prompt=True, **(template_kwargs or {}))
         except TemplateError as e:
             raise ValueError(f"the chat template rejected the messages: {e}") from e
 

@@ -31,6 +31,7 @@ class EngineRequest:
         link_policy: the request's link policy; None takes the engine's default.
         routing_hint: the request's reusable spans, for the router.
         prompt: the prompt as text, for text-prefix routers.
+        cache_salt: keeps this request's prefix-cache blocks apart from other salts'.
     """
 
     request_id: str
@@ -39,6 +40,7 @@ class EngineRequest:
     link_policy: LinkPolicy | None
     routing_hint: RoutingHint
     prompt: str
+    cache_salt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,16 @@ class Accepted:
     """The replica validated the request and queued it."""
 
     replica_id: str
+    kv_usage: float = 0.0  # fraction of the replica's KV pages in use at acceptance
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What the ingress needs of the served model that only the engine knows."""
+
+    max_model_len: int
+    vocab_size: int
+    kv_capacity_tokens: int  # tokens one replica's KV pool holds (prompt + max_tokens must fit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +92,10 @@ class Failed:
 
 @dataclass(frozen=True, slots=True)
 class StreamDelta:
-    """New tokens of one request since the last delta.
+    """New tokens of one of a request's sequences (``index``) since its last delta.
 
-    ``stats`` and ``finish_reason`` are set on the last delta only.
+    ``stats``, ``finish_reason`` and ``cumulative_logprob`` are set on a sequence's last delta
+    only; the logprobs fields when the request asked for logprobs.
     """
 
     new_token_ids: tuple[int, ...]
@@ -90,3 +103,8 @@ class StreamDelta:
     finished: bool
     finish_reason: FinishReason | None = None
     stats: RequestStats | None = None
+    index: int = 0
+    new_logprobs: tuple[float, ...] | None = None
+    new_top_logprobs: tuple[dict[int, float], ...] | None = None
+    cumulative_logprob: float | None = None
+    stop_reason: str | int | None = None

@@ -21,6 +21,7 @@ from deployments.protocol import (
     CompileResult,
     EngineRequest,
     Failed,
+    ModelInfo,
     Rejected,
     StreamDelta,
 )
@@ -66,18 +67,28 @@ class EngineReplica:
 
         try:
             stream = await self.engine.add_request(list(request.segments), request.sampling, request.link_policy,
-                                                   request.request_id)
+                                                   request.request_id, request.cache_salt)
         except ValueError as e:
             yield Rejected(str(e))
             return
-        yield Accepted(self.replica_id)
+        load = self.engine.load()
+        yield Accepted(self.replica_id, 1.0 - load.free_blocks / load.total_blocks)
         try:
             async for out in stream:
-                yield StreamDelta(tuple(out.new_token_ids), out.new_text, out.finished,
-                                  out.finish_reason if out.finished else None, out.stats if out.finished else None)
+                yield _delta(out)
         except (EngineError, ValueError) as e:
             logger.warning("request %s failed: %s", request.request_id, e)
             yield Failed(str(e))
+
+    def model_info(self) -> ModelInfo:
+        engine = self.engine.engine
+        return ModelInfo(engine.max_model_len, engine.spec.vocab_size,
+                         engine.block_pool.num_blocks * engine.config.block_size)
+
+    def check_health(self) -> None:
+        """Serve calls this every ``health_check_period_s``: raising marks the replica unhealthy,
+        and Serve replaces it (a dead step loop would otherwise hang every request)."""
+        self.engine.check_health()
 
     async def compile(self, request: CompileRequest) -> CompileResult:
         """Make chunks resident and stored (the documents API), then wait for the persistent tier.
@@ -121,3 +132,14 @@ class EngineReplica:
         store = getattr(self, "store", None)
         if store is not None:
             store.close()
+
+
+def _delta(out) -> StreamDelta:
+    """One engine output as the delta the ingress receives (logprobs of the new tokens only)."""
+    n = len(out.new_token_ids)
+    logprobs = tuple(out.logprobs[len(out.logprobs) - n:]) if out.logprobs is not None and n else None
+    top = tuple(out.top_logprobs[len(out.top_logprobs) - n:]) if out.top_logprobs is not None and n else None
+    return StreamDelta(tuple(out.new_token_ids), out.new_text, out.finished,
+                       out.finish_reason if out.finished else None, out.stats if out.finished else None,
+                       out.index, logprobs, top, out.cumulative_logprob if out.finished else None,
+                       out.stop_reason)

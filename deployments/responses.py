@@ -1,17 +1,24 @@
 """Response bodies of the HTTP API in OpenAI's shapes, and Server-Sent Events framing.
 
-Usage carries OpenAI's fields plus our ``cache`` split of the prompt::
+Usage carries OpenAI's fields plus our ``cache`` split of the prompt (summed over the prompts of
+a batch; a prompt shared by ``n`` sequences counts once, its completions ``n`` times)::
 
     "usage": {"prompt_tokens": 812, "completion_tokens": 16, "total_tokens": 828,
               "prompt_tokens_details": {"cached_tokens": 790},        # prefix + chunk hits
               "cache": {"prefix_hit_tokens": 14, "chunk_hit_tokens": 776,
                         "chunk_hits_by_tier": {"gpu": 512, "memory": 264},
                         "compiled_tokens": 0, "recomputed_tokens": 86}}
+
+Logprobs: chat ``{"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}]}``;
+completions ``{"tokens", "token_logprobs", "top_logprobs": [{token: logprob}], "text_offset"}``.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from engine.outputs import RequestStats
@@ -26,20 +33,71 @@ def sse(obj: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
 
-def usage(stats: RequestStats) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token as the client sees it: its text, logprob and the top alternatives."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] | None = None
+
+
+def usage(prompt_stats: Sequence[RequestStats], completion_tokens: int) -> dict[str, Any]:
+    prompt = sum(s.prompt_tokens for s in prompt_stats)
+    tiers: Counter[str] = Counter()
+    for s in prompt_stats:
+        tiers.update(s.chunk_hits_by_tier)
     return {
-        "prompt_tokens": stats.prompt_tokens,
-        "completion_tokens": stats.completion_tokens,
-        "total_tokens": stats.prompt_tokens + stats.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": stats.cached_tokens},
+        "prompt_tokens": prompt,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": sum(s.cached_tokens for s in prompt_stats)},
         "cache": {
-            "prefix_hit_tokens": stats.prefix_hit_tokens,
-            "chunk_hit_tokens": stats.chunk_hit_tokens,
-            "chunk_hits_by_tier": dict(stats.chunk_hits_by_tier),
-            "compiled_tokens": stats.compiled_tokens,
-            "recomputed_tokens": stats.recomputed_tokens,
+            "prefix_hit_tokens": sum(s.prefix_hit_tokens for s in prompt_stats),
+            "chunk_hit_tokens": sum(s.chunk_hit_tokens for s in prompt_stats),
+            "chunk_hits_by_tier": dict(tiers),
+            "compiled_tokens": sum(s.compiled_tokens for s in prompt_stats),
+            "recomputed_tokens": sum(s.recomputed_tokens for s in prompt_stats),
         },
     }
+
+
+def running_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """``stream_options.continuous_usage_stats``: the counts so far, on every event."""
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def chat_logprobs(tokens: Sequence[TokenLogprob]) -> dict[str, Any]:
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+    return {"content": [{**entry(t.token, t.logprob), "top_logprobs": [entry(s, lp) for s, lp in t.top or ()]}
+                        for t in tokens], "refusal": None}
+
+
+def completion_logprobs(tokens: Sequence[TokenLogprob], text_offset: int) -> dict[str, Any]:
+    """``text_offset``: where the first token's text starts in the choice's text."""
+    offsets = []
+    for t in tokens:
+        offsets.append(text_offset)
+        text_offset += len(t.token)
+    return {"tokens": [t.token for t in tokens], "token_logprobs": [t.logprob for t in tokens],
+            "top_logprobs": [_by_text(t.top) if t.top is not None else None for t in tokens], "text_offset": offsets}
+
+
+def _by_text(top: Sequence[tuple[str, float]]) -> dict[str, float]:
+    """Alternatives keyed by text; of tokens that share a text, the most likely one stays."""
+    out: dict[str, float] = {}
+    for text, logprob in top:
+        out.setdefault(text, logprob)
+    return out
+
+
+def logprobs_body(endpoint: Endpoint, tokens: Sequence[TokenLogprob] | None, text_offset: int = 0) -> Any:
+    if tokens is None:
+        return None
+    return chat_logprobs(tokens) if endpoint == "chat" else completion_logprobs(tokens, text_offset)
 
 
 def _envelope(endpoint: Endpoint, request_id: str, created: int, model: str, chunk: bool) -> dict[str, Any]:
@@ -50,33 +108,48 @@ def _envelope(endpoint: Endpoint, request_id: str, created: int, model: str, chu
     return {"id": request_id, "object": kind, "created": created, "model": model}
 
 
-def final_body(endpoint: Endpoint, request_id: str, created: int, model: str, text: str,
-               finish_reason: str | None, stats: RequestStats) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Choice:
+    index: int
+    text: str
+    finish_reason: str | None
+    logprobs: Any = None  # the endpoint's logprobs body, or None
+    stop_reason: str | int | None = None  # vLLM's: the stop string or token id that ended it
+
+
+def final_body(endpoint: Endpoint, request_id: str, created: int, model: str, choices: Sequence[Choice],
+               usage_body: dict[str, Any]) -> dict[str, Any]:
     """The whole response of a non-streamed request."""
     if endpoint == "completions":
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+        out = [{"index": c.index, "text": c.text, "logprobs": c.logprobs, "finish_reason": c.finish_reason,
+                "stop_reason": c.stop_reason} for c in choices]
     else:
-        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                  "finish_reason": finish_reason}
-    return {**_envelope(endpoint, request_id, created, model, False), "choices": [choice], "usage": usage(stats)}
+        out = [{"index": c.index, "message": {"role": "assistant", "content": c.text}, "logprobs": c.logprobs,
+                "finish_reason": c.finish_reason, "stop_reason": c.stop_reason} for c in choices]
+    return {**_envelope(endpoint, request_id, created, model, False), "choices": out, "usage": usage_body}
 
 
-def chunk_body(endpoint: Endpoint, request_id: str, created: int, model: str, text: str | None,
-               finish_reason: str | None, include_usage: bool, role: bool = False) -> dict[str, Any]:
-    """One streamed event with a text delta (``role``: the chat stream's opening event)."""
+def chunk_body(endpoint: Endpoint, request_id: str, created: int, model: str, choice: Choice,
+               include_usage: bool, usage_now: dict[str, int] | None = None, role: bool = False) -> dict[str, Any]:
+    """One streamed event with a text delta (``role``: a chat choice's opening event)."""
     if endpoint == "completions":
-        choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+        out = {"index": choice.index, "text": choice.text, "logprobs": choice.logprobs,
+               "finish_reason": choice.finish_reason, "stop_reason": choice.stop_reason}
     else:
         delta: dict[str, str] = {"role": "assistant", "content": ""} if role else {}
-        if text:
-            delta["content"] = text
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-    body = {**_envelope(endpoint, request_id, created, model, True), "choices": [choice]}
-    if include_usage:
+        if choice.text:
+            delta["content"] = choice.text
+        out = {"index": choice.index, "delta": delta, "logprobs": choice.logprobs,
+               "finish_reason": choice.finish_reason, "stop_reason": choice.stop_reason}
+    body = {**_envelope(endpoint, request_id, created, model, True), "choices": [out]}
+    if usage_now is not None:
+        body["usage"] = usage_now
+    elif include_usage:
         body["usage"] = None  # OpenAI: null on every event but the last
     return body
 
 
-def usage_chunk(endpoint: Endpoint, request_id: str, created: int, model: str, stats: RequestStats) -> dict[str, Any]:
+def usage_chunk(endpoint: Endpoint, request_id: str, created: int, model: str,
+                usage_body: dict[str, Any]) -> dict[str, Any]:
     """The extra last event of ``stream_options.include_usage``: no choices, the usage."""
-    return {**_envelope(endpoint, request_id, created, model, True), "choices": [], "usage": usage(stats)}
+    return {**_envelope(endpoint, request_id, created, model, True), "choices": [], "usage": usage_body}

@@ -1,43 +1,57 @@
-"""Request bodies of the HTTP API (OpenAI's fields we honour, plus our extensions).
+"""Request bodies of the generation endpoints: OpenAI's and vLLM's fields, with vLLM's meanings.
 
-Unknown fields are rejected with a 400 naming them, as OpenAI does; fields we know but cannot
-honour (``n`` > 1, ``logprobs``, penalties, ``echo``, ...) are rejected by name too, so a client
-never silently gets something other than it asked for. Extensions (OpenAI clients send them with
-``extra_body``): ``documents``, ``link_policy``, ``top_k``, ``ignore_eos``.
+Unknown fields are accepted and reported (the ingress logs a warning naming them), as vLLM
+does; with ``ingress.strict: true`` they are a 400 naming the first one. Extensions (OpenAI
+clients send them with ``extra_body``): vLLM's sampling fields (``top_k``, ``min_p``,
+``min_tokens``, ``repetition_penalty``, ``stop_token_ids``, ``ignore_eos``,
+``skip_special_tokens``, ``include_stop_str_in_output``, ``cache_salt``, ``guided_*``,
+``structured_outputs``), and ours: ``documents``, ``link_policy``.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from engine.sampling_params import SamplingParams
+from deployments.bodies import Body
+from engine.sampling_params import SamplingParams, StructuredOutput
 from engine.segments import LINK_POLICY_NAMES, LinkPolicy
 from deployments.document_order import DOCUMENT_ORDERS
-from deployments.errors import APIError, bad_request
 
 MAX_STOP_SEQUENCES = 4
+MAX_LOGPROBS = 20
+MAX_PROMPTS = 64
+MAX_SEQUENCES = 16  # n, or best_of, per prompt
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class DocumentRef(_Body):
-    """A document given inline (``text``) or registered earlier (``id``); exactly one of them."""
+class DocumentRef(Body):
+    """A document given inline (``text``, vLLM's ``{"title", "text"}`` shape) or registered
+    earlier (``id``); exactly one of ``text`` and ``id``."""
 
     text: str | None = None
     id: str | None = None
+    title: str | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> DocumentRef:
         if (self.text is None) == (self.id is None):
-            raise ValueError('a document is {"text": ...} or {"id": ...}')
+            raise ValueError('a document is {"text": ...} or {"id": ...} (a text may come with a "title")')
+        if self.title is not None and self.id is not None:
+            raise ValueError("a registered document ({\"id\"}) takes no title")
         return self
 
+    @property
+    def model_text(self) -> str | None:
+        """What the model reads: the title (when given) on its own line, then the text."""
+        if self.text is None or not self.title:
+            return self.text
+        return f"{self.title}\n{self.text}"
 
-class LinkPolicySpec(_Body):
+
+class LinkPolicySpec(Body):
     name: Literal["full", "prefix", "naive", "legolink", "cacheblend"]
     k: int = Field(default=16, ge=0)
     ratio: float = Field(default=0.15, ge=0.0, le=1.0)
@@ -50,38 +64,74 @@ class LinkPolicySpec(_Body):
 assert LinkPolicySpec.model_fields["name"].annotation.__args__ == LINK_POLICY_NAMES  # one list of names
 
 
-class StreamOptions(_Body):
-    include_usage: bool = False
+class StreamOptions(Body):
+    include_usage: bool | None = False
+    continuous_usage_stats: bool | None = False
 
 
-class _Generation(_Body):
+class JsonSchemaFormat(Body):
+    name: str = "response"
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(Body):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError('type "json_schema" needs a "json_schema" object')
+        return self
+
+
+class StructuredOutputsSpec(Body):
+    """vLLM's ``structured_outputs``: exactly one of its constraints."""
+
+    json_: dict[str, Any] | str | None = Field(default=None, alias="json")
+    regex: str | None = None
+    choice: list[str] | None = None
+    grammar: str | None = None
+    json_object: bool | None = None
+
+
+class _Generation(Body):
     """Fields shared by both endpoints."""
 
     model: str
     max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=0, ge=0)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=-1)
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
     seed: int | None = None
     stop: str | list[str] | None = None
-    n: int = 1
-    stream: bool = False
+    stop_token_ids: list[int] | None = None
+    n: int | None = Field(default=None, ge=1, le=MAX_SEQUENCES)
+    best_of: int | None = Field(default=None, ge=1, le=MAX_SEQUENCES)
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
     ignore_eos: bool = False
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
+    min_tokens: int = Field(default=0, ge=0)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    repetition_penalty: float | None = Field(default=None, gt=0.0)
     logit_bias: dict[str, float] | None = None
+    skip_special_tokens: bool = True
+    include_stop_str_in_output: bool = False
     user: str | None = None
+    cache_salt: str | None = Field(default=None, min_length=1)
+    response_format: ResponseFormat | None = None
+    structured_outputs: StructuredOutputsSpec | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
     documents: list[DocumentRef] | None = None
     link_policy: LinkPolicySpec | None = None
     document_order: Literal["as_given", "retrieval", "lexical"] = "as_given"
-
-    @field_validator("n")
-    @classmethod
-    def _single_choice(cls, n: int) -> int:
-        if n != 1:
-            raise ValueError("only n=1 is supported")
-        return n
 
     @field_validator("stop")
     @classmethod
@@ -91,18 +141,14 @@ class _Generation(_Body):
             raise ValueError(f"stop is at most {MAX_STOP_SEQUENCES} non-empty strings")
         return stop
 
-    @field_validator("presence_penalty", "frequency_penalty")
-    @classmethod
-    def _no_penalty(cls, value: float) -> float:
-        if value != 0.0:
-            raise ValueError("penalties are not supported (only 0)")
-        return value
-
     @field_validator("logit_bias")
     @classmethod
-    def _no_bias(cls, value: dict | None) -> dict | None:
-        if value:
-            raise ValueError("logit_bias is not supported")
+    def _bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for token, bias in (value or {}).items():
+            if not token.isdigit():
+                raise ValueError(f"logit_bias keys are token ids, got {token!r}")
+            if not -100.0 <= bias <= 100.0:
+                raise ValueError(f"logit_bias values are in [-100, 100], got {bias}")
         return value
 
     @property
@@ -111,31 +157,118 @@ class _Generation(_Body):
         return ""
 
     @model_validator(mode="after")
-    def _stream_options_need_stream(self) -> _Generation:
-        if self.stream_options is not None and not self.stream:
-            raise ValueError("stream_options needs stream=true")
+    def _sequences(self) -> _Generation:
+        if self.best_of is not None and self.best_of < self.num_choices:
+            raise ValueError(f"best_of ({self.best_of}) must be at least n ({self.num_choices})")
+        if self.stream and self.num_sequences > self.num_choices:
+            raise ValueError("best_of > n cannot be streamed: the best sequences are known only at the end")
         return self
 
-    def sampling(self, default_max_tokens: int) -> SamplingParams:
-        """The engine's sampling parameters for this request."""
+    # ---- what the ingress asks of the engine ---------------------------------------------------
+
+    @property
+    def num_choices(self) -> int:
+        return self.n or 1
+
+    @property
+    def num_sequences(self) -> int:
+        """Sequences generated per prompt (``best_of`` of them, the best ``n`` returned)."""
+        return self.best_of or self.num_choices
+
+    @property
+    def requested_max_tokens(self) -> int | None:
+        return self.max_tokens
+
+    @property
+    def num_logprobs(self) -> int | None:
+        """None: no logprobs; otherwise how many alternatives per token."""
+        raise NotImplementedError
+
+    def structured(self) -> StructuredOutput | None:
+        """The one output constraint the request names, if any.
+
+        Raises:
+            ValueError: more than one is named.
+        """
+        found: list[StructuredOutput] = []
+        rf = self.response_format
+        if rf is not None and rf.type == "json_object":
+            found.append(StructuredOutput("json_object"))
+        if rf is not None and rf.type == "json_schema":
+            schema = rf.json_schema.schema_
+            found.append(StructuredOutput("json_schema", json.dumps(schema)) if schema is not None
+                         else StructuredOutput("json_object"))
+        so = self.structured_outputs or StructuredOutputsSpec()
+        for schema in (self.guided_json, so.json_):
+            if schema is not None:
+                found.append(StructuredOutput("json_schema", schema if isinstance(schema, str) else json.dumps(schema)))
+        for regex in (self.guided_regex, so.regex):
+            if regex is not None:
+                found.append(StructuredOutput("regex", regex))
+        for choice in (self.guided_choice, so.choice):
+            if choice is not None:
+                found.append(StructuredOutput("choice", choices=tuple(choice)))
+        for grammar in (self.guided_grammar, so.grammar):
+            if grammar is not None:
+                found.append(StructuredOutput("grammar", grammar))
+        if so.json_object:
+            found.append(StructuredOutput("json_object"))
+        if len(found) > 1:
+            raise ValueError("name at most one structured output constraint (response_format, structured_outputs, "
+                             "guided_json, guided_regex, guided_choice, guided_grammar)")
+        return found[0] if found else None
+
+    def sampling(self, max_tokens: int) -> SamplingParams:
+        """The engine's sampling parameters for this request (``max_tokens`` resolved by the
+        ingress).
+
+        Raises:
+            ValueError: parameters the engine refuses together (e.g. min_tokens > max_tokens).
+        """
+        num_logprobs = self.num_logprobs
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
-        return SamplingParams(max_tokens=self.max_tokens or default_max_tokens, temperature=self.temperature,
-                              top_k=self.top_k, top_p=self.top_p, seed=self.seed, stop=stop,
-                              ignore_eos=self.ignore_eos)
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_k=self.top_k or 0,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            min_p=self.min_p or 0.0,
+            seed=self.seed,
+            stop=stop,
+            stop_token_ids=tuple(self.stop_token_ids or ()),
+            ignore_eos=self.ignore_eos,
+            min_tokens=self.min_tokens,
+            presence_penalty=self.presence_penalty or 0.0,
+            frequency_penalty=self.frequency_penalty or 0.0,
+            repetition_penalty=1.0 if self.repetition_penalty is None else self.repetition_penalty,
+            logit_bias=tuple((int(t), b) for t, b in (self.logit_bias or {}).items()),
+            logprobs=num_logprobs is not None,
+            top_logprobs=num_logprobs or 0,
+            n=self.num_sequences,
+            skip_special_tokens=self.skip_special_tokens,
+            include_stop_str_in_output=self.include_stop_str_in_output,
+            structured=self.structured(),
+        )
 
     @property
     def include_usage(self) -> bool:
-        return self.stream_options is not None and self.stream_options.include_usage
+        return bool(self.stream and self.stream_options is not None and self.stream_options.include_usage)
+
+    @property
+    def continuous_usage(self) -> bool:
+        return bool(self.stream and self.stream_options is not None and self.stream_options.continuous_usage_stats)
+
+
+Prompt = str | list[int]
 
 
 class CompletionRequest(_Generation):
-    """``POST /v1/completions``: one prompt, a string or token ids."""
+    """``POST /v1/completions``: a prompt (text or token ids) or a batch of them."""
 
     prompt: str | list[int] | list[str] | list[list[int]]
     echo: bool = False
-    logprobs: int | None = None
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
     suffix: str | None = None
-    best_of: int | None = None
 
     @property
     def question(self) -> str:
@@ -143,45 +276,46 @@ class CompletionRequest(_Generation):
 
     @field_validator("prompt")
     @classmethod
-    def _one_prompt(cls, prompt: Any) -> Any:
-        if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)):
-            if len(prompt) != 1:
-                raise ValueError("one prompt per request (batched prompts are not supported)")
-            prompt = prompt[0]
-        if isinstance(prompt, list) and not prompt:
-            raise ValueError("the prompt is empty")
-        if isinstance(prompt, list) and any(t < 0 for t in prompt):
-            raise ValueError("token ids must be >= 0")
+    def _prompts(cls, prompt: Any) -> Any:
+        batch = prompt if isinstance(prompt, list) and prompt and isinstance(prompt[0], (str, list)) else [prompt]
+        if len(batch) > MAX_PROMPTS:
+            raise ValueError(f"at most {MAX_PROMPTS} prompts per request")
+        for p in batch:
+            if isinstance(p, list) and not p:
+                raise ValueError("a prompt is empty")
+            if isinstance(p, list) and any(t < 0 for t in p):
+                raise ValueError("token ids must be >= 0")
         return prompt
 
-    @field_validator("echo")
+    @field_validator("suffix")
     @classmethod
-    def _no_echo(cls, echo: bool) -> bool:
-        if echo:
-            raise ValueError("echo is not supported")
-        return echo
-
-    @field_validator("logprobs", "suffix")
-    @classmethod
-    def _unsupported(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError("not supported")
+    def _no_suffix(cls, value: str | None) -> str | None:
+        if value:
+            raise ValueError("suffix is not supported")
         return value
 
-    @field_validator("best_of")
-    @classmethod
-    def _best_of_one(cls, value: int | None) -> int | None:
-        if value not in (None, 1):
-            raise ValueError("only best_of=1 is supported")
-        return value
+    @model_validator(mode="after")
+    def _no_prompt_logprobs(self) -> CompletionRequest:
+        if self.echo and self.logprobs is not None:
+            raise ValueError("echo with logprobs needs the prompt's logprobs, which this server does not compute")
+        return self
+
+    @property
+    def prompts(self) -> list[Prompt]:
+        p = self.prompt
+        return p if isinstance(p, list) and p and isinstance(p[0], (str, list)) else [p]
+
+    @property
+    def num_logprobs(self) -> int | None:
+        return self.logprobs
 
 
-class ContentPart(_Body):
+class ContentPart(Body):
     type: Literal["text"]
     text: str
 
 
-class ChatMessage(_Body):
+class ChatMessage(Body):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
@@ -193,13 +327,21 @@ class ChatMessage(_Body):
         return {"role": "system" if self.role == "developer" else self.role, "content": content}
 
 
+NO_TOOLS = "tool calling is not supported for this model"
+_RESERVED_TEMPLATE_KWARGS = frozenset({"messages", "conversation", "documents", "tokenize", "add_generation_prompt"})
+
+
 class ChatCompletionRequest(_Generation):
     """``POST /v1/chat/completions``."""
 
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
 
     @property
     def question(self) -> str:
@@ -207,77 +349,42 @@ class ChatCompletionRequest(_Generation):
         users = [m.as_template_message()["content"] for m in self.messages if m.role == "user"]
         return users[-1] if users else ""
 
-    @field_validator("logprobs")
+    @field_validator("tools")
     @classmethod
-    def _no_logprobs(cls, value: bool | None) -> bool | None:
-        if value:
-            raise ValueError("logprobs are not supported")
-        return value
+    def _no_tools(cls, tools: list | None) -> list | None:
+        if tools:
+            raise PydanticCustomError("unsupported_feature", NO_TOOLS)
+        return tools
 
-    @field_validator("top_logprobs")
+    @field_validator("tool_choice")
     @classmethod
-    def _no_top_logprobs(cls, value: int | None) -> int | None:
-        if value:
-            raise ValueError("top_logprobs is not supported")
-        return value
+    def _no_tool_choice(cls, choice: str | dict | None) -> str | dict | None:
+        if choice not in (None, "none", "auto"):
+            raise PydanticCustomError("unsupported_feature", NO_TOOLS)
+        return choice
 
-    def sampling(self, default_max_tokens: int) -> SamplingParams:
-        if self.max_tokens is None and self.max_completion_tokens is not None:
-            return self.model_copy(update={"max_tokens": self.max_completion_tokens}).sampling(default_max_tokens)
-        return super().sampling(default_max_tokens)
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _template_kwargs(cls, kwargs: dict[str, Any] | None) -> dict[str, Any] | None:
+        reserved = sorted(set(kwargs or {}) & _RESERVED_TEMPLATE_KWARGS)
+        if reserved:
+            raise ValueError(f"{reserved[0]!r} is set by the server, not by chat_template_kwargs")
+        return kwargs
 
+    @model_validator(mode="after")
+    def _top_logprobs_need_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs=true")
+        return self
 
-class DocumentIn(_Body):
-    id: str = Field(min_length=1)
-    text: str
+    @property
+    def requested_max_tokens(self) -> int | None:
+        """``max_completion_tokens`` (OpenAI's current name) over ``max_tokens``."""
+        return self.max_completion_tokens or self.max_tokens
 
-
-class RegisterDocumentsRequest(_Body):
-    """``POST /v1/documents``."""
-
-    documents: list[DocumentIn] = Field(min_length=1)
-
-
-def parse_body(model: type[_Body], body: bytes) -> Any:
-    """Validate a JSON body into ``model``.
-
-    Raises:
-        APIError: 400 naming the first problem (bad JSON, an unknown field, a bad value).
-    """
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as e:
-        raise _as_api_error(e) from None
-
-
-def _as_api_error(e: ValidationError) -> APIError:
-    err = e.errors(include_url=False)[0]
-    param = _param(err["loc"])
-    kind, msg = err["type"], err["msg"].removeprefix("Value error, ")
-    if kind == "json_invalid":
-        return bad_request(f"the body is not valid JSON: {err.get('ctx', {}).get('error', msg)}", code="invalid_json")
-    if kind == "model_type" and not err["loc"]:
-        return bad_request("the body must be a JSON object", code="invalid_json")
-    if kind == "extra_forbidden":
-        return bad_request(f"unsupported parameter {param!r}", param, "unsupported_parameter")
-    if kind == "missing":
-        return bad_request(f"missing required parameter {param!r}", param, "missing_parameter")
-    return bad_request(f"invalid {param!r}: {msg}" if param else msg, param, "invalid_value")
-
-
-def _param(loc: tuple) -> str | None:
-    """``("messages", 0, "content")`` -> ``"messages[0].content"``; the tags pydantic adds for
-    union branches (``str``, ``list[int]``, ``function-after[...]``) are dropped."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part.isidentifier() and part not in _UNION_TAGS:
-            out += f".{part}" if out else part
-    return out or None
-
-
-_UNION_TAGS = frozenset({"str", "int", "float", "bool", "none"})
+    @property
+    def num_logprobs(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 assert _Generation.model_fields["document_order"].annotation.__args__ == DOCUMENT_ORDERS  # one list of names

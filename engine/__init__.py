@@ -3,10 +3,11 @@ position-independent chunk linking."""
 
 from engine.config import EngineConfig
 from engine.outputs import RequestOutput, RequestStats
-from engine.sampling_params import SamplingParams
+from engine.sampling_params import SamplingParams, StructuredOutput
 from engine.segments import LinkPolicy, Segment
 
-__all__ = ["Engine", "EngineConfig", "LinkPolicy", "RequestOutput", "RequestStats", "SamplingParams", "Segment"]
+__all__ = ["Engine", "EngineConfig", "LinkPolicy", "RequestOutput", "RequestStats", "SamplingParams", "Segment",
+           "StructuredOutput"]
 
 
 def __getattr__(name: str):

@@ -53,27 +53,30 @@ class AsyncEngine:
     # ---- caller side ------------------------------------------------------------------------
 
     async def add_request(self, prompt: Prompt, sampling: SamplingParams | None = None,
-                          link_policy: LinkPolicy | None = None,
-                          request_id: str | None = None) -> AsyncIterator[RequestOutput]:
-        """Submit a request and yield its outputs as tokens arrive (the last has ``finished``).
+                          link_policy: LinkPolicy | None = None, request_id: str | None = None,
+                          cache_salt: str | None = None) -> AsyncIterator[RequestOutput]:
+        """Submit a request and yield its outputs as tokens arrive, those of its ``n``
+        sequences interleaved (told apart by ``index``; each sequence's last has ``finished``).
 
         Raises ``ValueError`` for a bad request before anything is queued. Leaving the loop early
         (or the consumer being cancelled) aborts the request and frees its KV blocks.
         """
-        req = self.engine.make_request(prompt, sampling, link_policy, request_id)
+        req = self.engine.make_request(prompt, sampling, link_policy, request_id, cache_salt)
         return self._stream(req)
 
     async def _stream(self, req: Request) -> AsyncIterator[RequestOutput]:
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
         self._streams[req.request_id] = stream
         self._post(lambda: self._submit(req))
+        remaining = req.sampling.n
         finished = False
         try:
             while not finished:
                 item = await stream.queue.get()
                 if isinstance(item, BaseException):
                     raise item
-                finished = item.finished
+                remaining -= item.finished
+                finished = remaining == 0
                 yield item
         finally:
             self._streams.pop(req.request_id, None)
@@ -103,6 +106,13 @@ class AsyncEngine:
     def load(self) -> EngineLoad:
         """The load as of the last step (read without waiting for the engine thread)."""
         return self._load
+
+    def check_health(self) -> None:
+        """Raises:
+            EngineError: the step loop's thread is no longer running.
+        """
+        if not self._thread.is_alive():
+            raise EngineError("the engine's step loop has stopped")
 
     def shutdown(self) -> None:
         self._stopped = True

@@ -19,29 +19,32 @@ class Detokenizer:
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
 
-    def decode(self, token_ids: list[int]) -> str:
+    def decode(self, token_ids: list[int], skip_special_tokens: bool = True) -> str:
         if self.tokenizer is None:
             return ""
-        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        return self.tokenizer.decode(token_ids, skip_special_tokens=skip_special_tokens)
 
-    def step(self, state: TextState, token_ids: list[int], stop: tuple[str, ...],
-             finished: bool) -> tuple[str, bool]:
-        """New text to emit, and whether a stop string ended the request.
+    def step(self, state: TextState, token_ids: list[int], stop: tuple[str, ...], finished: bool,
+             skip_special_tokens: bool = True, include_stop: bool = False) -> tuple[str, str | None]:
+        """New text to emit, and the stop string that ended the request (None if none did).
 
         Args:
             token_ids: all output tokens that belong in the text (stop tokens excluded).
             finished: the request ends now for another reason (flush everything).
+            skip_special_tokens: leave special tokens out of the text.
+            include_stop: keep the stop string that ends the request in the text.
         """
-        text = self.decode(token_ids)
-        hit = False
+        text = self.decode(token_ids, skip_special_tokens)
+        hit = None
         if stop:
             search_from = max(0, len(state.emitted) - max(len(s) for s in stop) + 1)
-            cuts = [i for i in (text.find(s, search_from) for s in stop) if i >= 0]
+            cuts = [(i, s) for i, s in ((text.find(s, search_from), s) for s in stop) if i >= 0]
             if cuts:
-                text, hit = text[: min(cuts)], True
+                start, hit = min(cuts)
+                text = text[: start + len(hit) if include_stop else start]
         if not (finished or hit):
             if text.endswith("\ufffd"):
-                return "", False  # an incomplete multi-byte character: wait for the next token
+                return "", None  # an incomplete multi-byte character: wait for the next token
             if stop:
                 text = text[: max(len(state.emitted), len(text) - max(len(s) for s in stop) + 1)]
         new = text[len(state.emitted):] if text.startswith(state.emitted) else ""

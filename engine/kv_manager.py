@@ -16,16 +16,18 @@ class KVManager:
     def blocks_for(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
 
-    def block_hashes(self, token_ids: list[int], num_tokens: int) -> list[BlockHash]:
-        """Chain hashes of the full blocks within the first ``num_tokens`` tokens."""
+    def block_hashes(self, token_ids: list[int], num_tokens: int, salt: str | None = None) -> list[BlockHash]:
+        """Chain hashes of the full blocks within the first ``num_tokens`` tokens (a salt starts
+        the chain, so differently salted prompts never share blocks)."""
         hashes: list[BlockHash] = []
-        parent = None
+        parent = None if salt is None else BlockHash(hash(("cache_salt", salt)))
         for b in range(num_tokens // self.block_size):
             parent = hash_block(parent, token_ids[b * self.block_size : (b + 1) * self.block_size])
             hashes.append(parent)
         return hashes
 
-    def allocate_prompt(self, token_ids: list[int], cacheable_len: int) -> tuple[list[int], int] | None:
+    def allocate_prompt(self, token_ids: list[int], cacheable_len: int,
+                        salt: str | None = None) -> tuple[list[int], int] | None:
         """Blocks for a whole prompt, reusing the longest cached exact prefix.
 
         Returns:
@@ -34,7 +36,7 @@ class KVManager:
         """
         shared: list[int] = []
         if self.enable_prefix_caching:
-            for h in self.block_hashes(token_ids, cacheable_len):
+            for h in self.block_hashes(token_ids, cacheable_len, salt):
                 block = self.pool.lookup(h)
                 if block is None:
                     break
@@ -59,11 +61,11 @@ class KVManager:
         block_ids.extend(fresh)
         return True
 
-    def publish(self, token_ids: list[int], block_ids: list[int], exact_len: int) -> None:
+    def publish(self, token_ids: list[int], block_ids: list[int], exact_len: int, salt: str | None = None) -> None:
         """Register the full blocks inside ``[0, exact_len)`` as prefix-cache entries."""
         if not self.enable_prefix_caching:
             return
-        for block, h in zip(block_ids, self.block_hashes(token_ids, exact_len)):
+        for block, h in zip(block_ids, self.block_hashes(token_ids, exact_len, salt)):
             self.pool.register(block, h)
 
     def free(self, block_ids: list[int]) -> None:

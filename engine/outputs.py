@@ -27,6 +27,7 @@ class RequestStats:
     completion_tokens: int = 0
     ttft_s: float | None = None
     num_preemptions: int = 0
+    shared_prompt: bool = False  # a sequence of an n > 1 request that reused sequence 0's prompt KV
 
     @property
     def cached_tokens(self) -> int:
@@ -51,3 +52,6 @@ class RequestOutput:
     stats: RequestStats
     logprobs: list[float] | None = None
     top_logprobs: list[dict[int, float]] | None = None  # token id -> logprob, per output token
+    index: int = 0  # which of the request's n sequences
+    cumulative_logprob: float = 0.0  # sum of the chosen tokens' logprobs (best_of ranks by it)
+    stop_reason: str | int | None = None  # the stop string or stop_token_ids entry that ended it

@@ -42,7 +42,18 @@ class Request:
     chunks_resolved: bool = False  # chunk sources looked up (and pinned / compile jobs joined)
     pinned: list[ChunkKey] = field(default_factory=list)  # chunk-pool pins held until linked
     finish_reason: FinishReason | None = None
+    stop_reason: str | int | None = None  # the stop string or stop token id that ended it
     stats: RequestStats = field(default_factory=RequestStats)
+    group_id: str = ""  # the request the client sent; "" means request_id (sequence 0)
+    index: int = 0  # this sequence's place among the request's n
+    forked: bool = False  # sequences 1..n-1 exist (they share this one's prompt KV)
+    cache_salt: str | None = None  # isolates the prefix cache between salts
+    grammar: object | None = None  # xgrammar CompiledGrammar of a structured-output request
+    matcher: object | None = None  # this sequence's GrammarMatcher
+
+    def __post_init__(self) -> None:
+        if not self.group_id:
+            self.group_id = self.request_id
 
     @property
     def num_tokens(self) -> int:

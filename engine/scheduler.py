@@ -145,7 +145,7 @@ class Scheduler:
                     continue  # compiling; requests behind it may go first
             segments = req.effective_segments()
             token_ids = req.prompt_ids + req.output_ids
-            alloc = self.kv.allocate_prompt(token_ids, prefix_cacheable_len(segments, req.policy))
+            alloc = self.kv.allocate_prompt(token_ids, prefix_cacheable_len(segments, req.policy), req.cache_salt)
             if alloc is None:
                 return  # first come, first served: nothing overtakes a request short of blocks
             req.block_ids, hit = alloc

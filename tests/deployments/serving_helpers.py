@@ -31,8 +31,7 @@ def app_config_dict(model_dir: Path, store_dir: Path, **replica) -> dict:
                   "persistent": f"dir://{store_dir}", "directory_actor_name": f"epic-kv-directory-{store_dir.name}"},
         "replica": {"num_replicas": 2, "num_cpus": 0, "max_ongoing_requests": 4, "max_queued_requests": 12,
                     "routing_stats_period_s": 0.5, **replica},
-        "ingress": {"served_model_name": SERVED_MODEL, "max_body_bytes": 256 * 1024, "max_documents": 8,
-                    "default_max_tokens": 32},
+        "ingress": {"served_model_name": SERVED_MODEL, "max_body_bytes": 256 * 1024, "max_documents": 8},
     }
 
 

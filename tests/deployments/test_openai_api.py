@@ -108,6 +108,7 @@ def test_stop_string_and_max_completion_tokens(client, reference_engine):
                                     stop=[stop])
     assert out.choices[0].text == ref.text[: ref.text.index(stop)]
     assert out.choices[0].finish_reason == "stop"
+    assert out.choices[0].model_extra["stop_reason"] == stop  # vLLM's field
 
 
 def test_models_and_health(client, base_url):

@@ -121,3 +121,16 @@ def test_chat_errors(tokenizer):
         PromptBuilder(no_template, FP, 64).chat(QUESTION, [])
     with pytest.raises(ValueError, match="non-blank"):
         PromptBuilder(tokenizer, FP, 64).chunk_document(" \n ")
+
+
+def test_chat_template_kwargs_reach_the_template(tokenizer):
+    from tiny_model import CHAT_TEMPLATE
+
+    template = CHAT_TEMPLATE.replace("You answer from the documents.", "{{ greeting or 'You answer from the documents.' }}")
+    b = PromptBuilder(with_template(template), FP, 64)
+    docs = [b.chunk_document(document(3))]
+    messages = [{"role": "user", "content": "Which harbor?"}]
+    plain = b.chat(messages, docs)
+    greeted = b.chat(messages, docs, {"greeting": "Hello there."})
+    assert "Hello there." in greeted.text and "Hello there." not in plain.text
+    assert greeted.segments[1:] == plain.segments[1:]  # only the head changed: same chunks, same tail

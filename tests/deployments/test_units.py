@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from deployments.chunk_ids import ChunkIdStore
 from deployments.errors import APIError
-from deployments.metrics import Observation, request_observations, store_observations
-from deployments.schema import ChatCompletionRequest, CompletionRequest, parse_body
-from engine.outputs import RequestStats
+from deployments.metrics import Observation, store_observations
+from deployments.bodies import parse_body
+from deployments.protocol import ModelInfo
+from deployments.schema import ChatCompletionRequest, CompletionRequest
+from deployments.token_budget import resolve_max_tokens
+from engine.sampling_params import SamplingParams, StructuredOutput
 from kvstore.directory import DirBlobs
 from kvstore.keys import chunk_key
-
-
-def test_request_observations():
-    stats = RequestStats(prompt_tokens=100, prefix_hit_tokens=16, chunk_hit_tokens=64,
-                         chunk_hits_by_tier={"gpu": 48, "memory": 16}, compiled_tokens=0, recomputed_tokens=20,
-                         completion_tokens=5)
-    obs = request_observations("chat", stats, ttft_s=0.25, e2e_s=1.5)
-    key = lambda o: (o.name, sorted(o.tags.items()))  # noqa: E731
-    assert sorted(obs, key=key) == sorted([
-        Observation("epic_e2e_latency_seconds", 1.5, {"endpoint": "chat"}),
-        Observation("epic_ttft_seconds", 0.25, {"endpoint": "chat"}),
-        Observation("epic_prompt_tokens", 100, {"endpoint": "chat"}),
-        Observation("epic_completion_tokens", 5, {"endpoint": "chat"}),
-        Observation("epic_recomputed_tokens", 20),
-        Observation("epic_cache_hit_tokens", 16, {"kind": "prefix", "tier": "gpu"}),
-        Observation("epic_cache_hit_tokens", 48, {"kind": "chunk", "tier": "gpu"}),
-        Observation("epic_cache_hit_tokens", 16, {"kind": "chunk", "tier": "memory"}),
-    ], key=key)  # compiled_tokens 0: a zero counter increment is left out
 
 
 def test_store_observations_are_increments():
@@ -61,17 +48,117 @@ def test_chunk_ids_round_trip_and_verify(tmp_path):
 
 
 def test_schema_maps_to_engine_parameters():
-    chat = parse_body(ChatCompletionRequest, b'{"model": "m", "max_completion_tokens": 7, "temperature": 0, '
-                                              b'"stop": "x", "seed": 3, "top_k": 5, "ignore_eos": true, "messages": '
-                                              b'[{"role": "developer", "content": [{"type": "text", "text": "a"}, '
-                                              b'{"type": "text", "text": "b"}]}]}')
-    params = chat.sampling(default_max_tokens=99)
-    assert (params.max_tokens, params.temperature, params.stop, params.seed, params.top_k, params.ignore_eos) == \
-        (7, 0.0, ("x",), 3, 5, True)
+    chat, unknown = parse_body(ChatCompletionRequest, json.dumps({
+        "model": "m", "max_completion_tokens": 7, "max_tokens": 99, "temperature": 0, "stop": "x", "seed": 3,
+        "top_k": -1, "ignore_eos": True, "min_p": 0.1, "min_tokens": 2, "presence_penalty": 0.5,
+        "frequency_penalty": -0.5, "repetition_penalty": 1.2, "logit_bias": {"17": -100}, "stop_token_ids": [4],
+        "skip_special_tokens": False, "include_stop_str_in_output": True, "n": 2, "best_of": 3,
+        "logprobs": True, "top_logprobs": 3,
+        "messages": [{"role": "developer", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}],
+    }).encode())
+    assert unknown == []
+    assert chat.requested_max_tokens == 7  # max_completion_tokens over max_tokens
+    params = chat.sampling(chat.requested_max_tokens)
+    assert params == SamplingParams(
+        max_tokens=7, temperature=0.0, stop=("x",), seed=3, top_k=0, ignore_eos=True, min_p=0.1, min_tokens=2,
+        presence_penalty=0.5, frequency_penalty=-0.5, repetition_penalty=1.2, logit_bias=((17, -100.0),),
+        stop_token_ids=(4,), skip_special_tokens=False, include_stop_str_in_output=True, n=3, logprobs=True,
+        top_logprobs=3)
+    assert (chat.num_choices, chat.num_sequences) == (2, 3)
     assert chat.messages[0].as_template_message() == {"role": "system", "content": "ab"}
-    completion = parse_body(CompletionRequest, b'{"model": "m", "prompt": [[1, 2, 3]]}')
-    assert completion.prompt == [1, 2, 3] and completion.sampling(16).max_tokens == 16
-    assert parse_body(CompletionRequest, b'{"model": "m", "prompt": ["one"]}').prompt == "one"
+    completion, _ = parse_body(CompletionRequest, b'{"model": "m", "prompt": [[1, 2, 3]], "logprobs": 0}')
+    assert completion.prompts == [[1, 2, 3]] and completion.num_logprobs == 0
+    batch, _ = parse_body(CompletionRequest, b'{"model": "m", "prompt": ["one", "two"]}')
+    assert batch.prompts == ["one", "two"]
+
+
+SDK_DEFAULTS = {"n": 1, "tools": [], "tool_choice": "none", "response_format": {"type": "text"},
+                "stream_options": {"include_usage": True}, "user": "u-1", "parallel_tool_calls": True,
+                "temperature": None, "top_p": None, "presence_penalty": None, "logprobs": None}
+
+
+def test_sdk_defaults_are_accepted_and_unknown_fields_reported():
+    raw = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi", "tool_calls": []}],
+                      "frobnicate": 1, **SDK_DEFAULTS}).encode()
+    chat, unknown = parse_body(ChatCompletionRequest, raw)
+    assert unknown == ["frobnicate", "messages[0].tool_calls"]
+    assert chat.sampling(4) == SamplingParams(max_tokens=4)
+    assert not chat.include_usage  # stream_options without stream: nothing to stream
+    with pytest.raises(APIError) as e:
+        parse_body(ChatCompletionRequest, raw, strict=True)
+    assert (e.value.status, e.value.param, e.value.code) == (400, "frobnicate", "unsupported_parameter")
+
+
+@pytest.mark.parametrize("fields,expected", [
+    ({"response_format": {"type": "json_object"}}, StructuredOutput("json_object")),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "integer"}}}},
+     StructuredOutput("json_schema", '{"type": "integer"}')),
+    ({"guided_json": {"type": "boolean"}}, StructuredOutput("json_schema", '{"type": "boolean"}')),
+    ({"guided_regex": "[ab]+"}, StructuredOutput("regex", "[ab]+")),
+    ({"guided_choice": ["x", "y"]}, StructuredOutput("choice", choices=("x", "y"))),
+    ({"structured_outputs": {"choice": ["z"]}}, StructuredOutput("choice", choices=("z",))),
+    ({"structured_outputs": {"json": '{"type": "null"}'}}, StructuredOutput("json_schema", '{"type": "null"}')),
+])
+def test_structured_output_fields(fields, expected):
+    chat, _ = parse_body(ChatCompletionRequest, json.dumps(
+        {"model": "m", "messages": [{"role": "user", "content": "q"}], **fields}).encode())
+    assert chat.sampling(8).structured == expected
+
+
+@pytest.mark.parametrize("fields,param,says", [
+    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "tool calling is not supported"),
+    ({"tool_choice": "required"}, "tool_choice", "tool calling is not supported"),
+    ({"top_logprobs": 2}, None, "top_logprobs needs logprobs=true"),
+    ({"best_of": 1, "n": 2}, None, "best_of (1) must be at least n (2)"),
+    ({"best_of": 3, "stream": True}, None, "cannot be streamed"),
+    ({"logit_bias": {"x": 1}}, "logit_bias", "token ids"),
+    ({"top_k": -2}, "top_k", "greater than or equal to -1"),
+    ({"chat_template_kwargs": {"documents": []}}, "chat_template_kwargs", "set by the server"),
+])
+def test_refused_fields(fields, param, says):
+    with pytest.raises(APIError) as e:
+        parse_body(ChatCompletionRequest, json.dumps(
+            {"model": "m", "messages": [{"role": "user", "content": "q"}], **fields}).encode())
+    assert (e.value.status, e.value.param) == (400, param) and says in e.value.message
+
+
+INFO = ModelInfo(max_model_len=1000, vocab_size=100, kv_capacity_tokens=600)
+
+
+@pytest.mark.parametrize("endpoint,requested,prompt,cap,expected", [
+    ("completions", None, 100, None, 16),    # OpenAI's completions default
+    ("completions", None, 590, None, 10),    # ... within the KV pool (600)
+    ("chat", None, 100, None, 500),          # the rest of the context, within the KV pool (600)
+    ("chat", None, 100, 256, 256),           # ingress.default_max_tokens caps the default
+    ("chat", None, 300, None, 300),          # KV pool: 600 - 300
+    ("chat", 800, 150, None, 800),           # asked for: the engine decides about its pool
+])
+def test_resolve_max_tokens(endpoint, requested, prompt, cap, expected):
+    assert resolve_max_tokens(endpoint, requested, prompt, INFO, cap) == expected
+
+
+@pytest.mark.parametrize("endpoint,requested,prompt,says", [
+    ("chat", 901, 100, "you requested 1001 tokens (100 in the messages, 901 in the completion)"),
+    ("completions", None, 1000, "you requested 1001 tokens (1000 in the prompt, 1 in the completion)"),
+    ("completions", 17, 990, "you requested 1007 tokens (990 in the prompt, 17 in the completion)"),
+])
+def test_context_length_exceeded(endpoint, requested, prompt, says):
+    with pytest.raises(APIError) as e:
+        resolve_max_tokens(endpoint, requested, prompt, INFO, None)
+    assert (e.value.status, e.value.code) == (400, "context_length_exceeded")
+    assert "maximum context length is 1000 tokens" in e.value.message and says in e.value.message
+
+
+def test_echo_with_logprobs_is_refused():
+    with pytest.raises(APIError, match="prompt's logprobs"):
+        parse_body(CompletionRequest, b'{"model": "m", "prompt": "x", "echo": true, "logprobs": 1}')
+
+
+def test_documents_in_vllm_shape():
+    chat, _ = parse_body(ChatCompletionRequest, json.dumps(
+        {"model": "m", "messages": [{"role": "user", "content": "q"}],
+         "documents": [{"title": "Rivers", "text": "The river is long."}, {"text": "Plain."}]}).encode())
+    assert [d.model_text for d in chat.documents] == ["Rivers\nThe river is long.", "Plain."]
 
 
 def test_schema_errors_name_the_parameter():

@@ -1,39 +1,18 @@
 """Sampling, stop conditions, text output, bad input, and the asyncio front."""
 
 import asyncio
-import shutil
 
 import pytest
 import torch
 
 from engine import AsyncEngine, Engine, EngineConfig, LinkPolicy, SamplingParams, Segment
 from engine.kvsplit import kvsplit
-from engine.sampler import filter_logits
 
 CORPUS = [
     "Once upon a time there was a small red fox. The fox lived in a quiet forest near the river.",
     "Every morning the fox ran to the river to drink. One day it met a grey rabbit who was lost.",
     "The rabbit said hello. The fox said hello back, and they became good friends forever.",
 ] * 20
-
-
-@pytest.fixture(scope="module")
-def text_model_dir(hf_model_dirs, tmp_path_factory):
-    """The tiny Llama plus a real byte-level BPE tokenizer (vocab <= the model's 300)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CORPUS, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    path = tmp_path_factory.mktemp("text-model") / "m"
-    shutil.copytree(hf_model_dirs["llama_gqa_llama3"], path)
-    fast.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -52,16 +31,6 @@ def test_seeded_sampling_is_reproducible_and_varies_with_the_seed(engine):
     seeded = SamplingParams(max_tokens=12, temperature=1.5, seed=7)
     outs = engine.generate([[1, 9], prompt, [1, 5, 5]], [other, seeded, other])
     assert outs[1].token_ids == runs[0]
-
-
-def test_top_k_and_top_p_filtering():
-    logits = torch.tensor([4.0, 3.0, 2.0, 1.0])
-    k2 = filter_logits(logits, SamplingParams(temperature=1.0, top_k=2))
-    assert torch.isinf(k2[2:]).all() and torch.isfinite(k2[:2]).all()
-    probs = logits.softmax(-1)  # ~[0.64, 0.24, 0.09, 0.03]
-    p = filter_logits(logits, SamplingParams(temperature=1.0, top_p=0.7))
-    assert torch.isfinite(p[:2]).all() and torch.isinf(p[2:]).all() and probs[0] < 0.7
-    assert torch.isfinite(filter_logits(logits, SamplingParams(temperature=1.0, top_p=0.5))).sum() == 1
 
 
 def test_top_k_one_equals_greedy(engine):
@@ -186,3 +155,20 @@ def test_async_engine_streams_equal_generate_and_abort_frees_blocks(text_model_d
         assert front.load().free_blocks == front.load().total_blocks
     finally:
         front.shutdown()
+
+
+def test_check_health_fails_once_the_step_loop_is_dead(text_model_dir):
+    from engine.async_engine import EngineError
+
+    engine = Engine(EngineConfig(model=str(text_model_dir), num_blocks=16, block_size=4))
+    front = AsyncEngine(engine)
+    front.check_health()
+
+    def broken_load():
+        raise RuntimeError("load failed")  # outside the step's error handling: the loop dies
+
+    engine.load = broken_load
+    front.abort("wake-up")
+    front._thread.join(timeout=10)
+    with pytest.raises(EngineError, match="step loop has stopped"):
+        front.check_health()
