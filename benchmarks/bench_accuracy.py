@@ -68,7 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="comma-separated labels name[:field=value,...]; full is added when missing")
     p.add_argument("--ttft-n", type=int, default=4, help="prompts per seed timed alone per policy")
     p.add_argument("--kv-gib", type=float, default=1.0, help="paged KV pool")
-    p.add_argument("--chunk-pool-gib", type=float, default=1.0, help="resident chunk KV (must hold a seed's chunks)")
+    p.add_argument("--chunk-pool-gib", type=float, default=2.0, help="resident chunk KV (must hold a seed's chunks)")
     p.add_argument("--out", type=Path, default=OUT / "bench_accuracy.json")
     p.add_argument("--plot", type=Path, default=OUT / "bench_accuracy.png")
     args = p.parse_args(argv)
@@ -134,8 +134,12 @@ def run_seed(engine: Engine, builder: PromptBuilder, args, seed: int) -> dict:
     start = time.perf_counter()
     keys = engine.compile_chunks(chunks)
     compile_s = time.perf_counter() - start
+    print(f"seed {seed}: {len(prompts)} prompts, compiled {len(chunks)} chunks in {compile_s:.1f} s", flush=True)
     if not all(k in engine.chunk_pool for k in keys):
-        raise SystemExit(f"seed {seed}: {len(chunks)} chunks do not fit the chunk pool; raise --chunk-pool-gib")
+        s = engine.spec
+        need = sum(map(len, chunks)) * s.num_layers * 2 * s.num_kv_heads * s.head_dim * engine.dtype.itemsize
+        raise SystemExit(f"seed {seed}: {len(chunks)} chunks need {need / 2**30:.2f} GiB of resident chunk KV; "
+                         "raise --chunk-pool-gib")
     first = prompts[0]
     head = [first[0], Segment.text(first[-1].token_ids[:1])] if first[0].kind == "prefix" else []
     sampling = SamplingParams(max_tokens=args.max_tokens, temperature=0.0, top_logprobs=args.top_logprobs)
@@ -148,6 +152,7 @@ def run_seed(engine: Engine, builder: PromptBuilder, args, seed: int) -> dict:
         batch_s[label] = time.perf_counter() - start
         reset_prefix_cache(engine, head)
         ttft[label] = [engine.generate([p], one, link_policy=policy)[0].stats.ttft_s for p in prompts[: args.ttft_n]]
+        print(f"seed {seed}: {label}: batch {batch_s[label]:.1f} s", flush=True)
     records = []
     for i, ex in enumerate(examples):
         ref = outputs[FULL][i]
@@ -192,6 +197,7 @@ def summarize(labels: list[str], seeds: dict[int, dict]) -> dict[str, dict]:
             "batch_compiled_tokens": sum(x["compiled_tokens"] for x in rows),
             "batch_s": sum(s["batch_s"][label] for s in seeds.values()),
             "ttft_s": statistics.median(ttfts) if ttfts else None,
+            "ttft_runs_s": ttfts,
         }
     full_ttft = out[FULL]["ttft_s"]
     for row in out.values():

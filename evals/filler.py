@@ -1,7 +1,7 @@
 """Filler sentences: neutral prose that pads fact documents to a length in tokens.
 
 Sentences are composed from three small grammars (places, weather, people) with an optional
-closing phrase, about twenty thousand distinct sentences, so long documents do not all read
+closing phrase, about seventeen thousand distinct sentences, so long documents do not all read
 alike. No filler word is a value the QA facts use (jobs, products, colors, months, numbers)
 or names an attribute a question asks about, so a fact is stated only by its fact sentence.
 """
