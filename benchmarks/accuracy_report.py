@@ -60,7 +60,8 @@ def plot_accuracy(path: Path, summary: dict[str, dict], policies: dict[str, Link
         ax.plot(xs, ys, marker="o", label=name)
         for lb, x, y in zip(labels, xs, ys):
             ax.annotate(lb, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    ax.set(title=title, xlabel="recomputed prompt tokens (%)", ylabel="answers right (%)", xlim=(0, 103))
+    ax.set(title=title, xlabel="recomputed prompt tokens (%)", ylabel="answers right (%)",
+           xlim=(0, 103), ylim=(0, 103))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
