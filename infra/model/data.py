@@ -140,14 +140,18 @@ class Example:
 class Generator:
     """Seeded source of entities, documents and QA examples from one name split."""
 
-    def __init__(self, seed: int, split: str = "train", two_hop_fraction: float = 0.1) -> None:
+    def __init__(self, seed: int, split: str = "train", two_hop_fraction: float = 0.1,
+                 num_docs: tuple[int, int] = (3, 6)) -> None:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
         if not 0.0 <= two_hop_fraction <= 1.0:
             raise ValueError(f"two_hop_fraction must be in [0, 1], got {two_hop_fraction}")
+        if not 2 <= num_docs[0] <= num_docs[1]:
+            raise ValueError(f"num_docs must be (low, high) with 2 <= low <= high, got {num_docs}")
         self.rng = random.Random(seed)
         self.split = split
         self.two_hop_fraction = two_hop_fraction
+        self.num_docs = num_docs
 
     # -- values -------------------------------------------------------------------------
     def _name(self, kind: str) -> str:
@@ -208,7 +212,8 @@ class Generator:
 
     # -- examples -----------------------------------------------------------------------
     def example(self) -> Example:
-        """3-6 documents, exactly one (or two for two-hop) of which answer the question."""
+        """``num_docs`` documents (3-6 by default), exactly one (or two for two-hop) of which
+        answer the question."""
         return self._sample()[0]
 
     def example_with_extras(self, num_extra: int) -> tuple[Example, list[tuple[str, str]]]:
@@ -239,7 +244,7 @@ class Generator:
             question = ATTRIBUTES[attribute][2].format(e=target.name)
             answer, kind = target.facts[attribute], "single"
             pool = [(head_kind, attribute)]
-        num_docs = rng.randint(3, 6)
+        num_docs = rng.randint(*self.num_docs)
         gold_names = {e.name for e in gold}
         docs: list[tuple[str, bool]] = [(self.document(e), True) for e in gold]
         entities = list(gold)

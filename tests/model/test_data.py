@@ -25,6 +25,11 @@ def test_cli_is_seeded_and_writes_jsonl(tmp_path):
     assert all(3 <= len(ex.documents) <= 6 for ex in examples)
 
 
+def test_document_count_range_is_configurable():
+    counts = {len(ex.documents) for ex in Generator(2, "heldout", 0.5, num_docs=(2, 10)).examples(200)}
+    assert counts == set(range(2, 11))
+
+
 def test_answers_are_stated_in_exactly_the_answer_documents():
     for ex in Generator(5, "heldout", two_hop_fraction=0.5).examples(300):
         assert ex.kind in ("single", "two_hop")
@@ -56,6 +61,8 @@ def test_heldout_entities_never_appear_in_training_split():
 def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError, match="valid: train, heldout"):
         Generator(0, "test")
+    with pytest.raises(ValueError, match="2 <= low <= high"):
+        Generator(0, "heldout", num_docs=(1, 4))
     with pytest.raises(SystemExit):
         main(["--seed", "1", "--n", "0", "--out", "x.jsonl"])
 

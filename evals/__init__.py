@@ -1,0 +1,1 @@
+"""Evaluation workloads and scoring for benchmarks of the engine."""
