@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_router.py [--requests 2000] [--seeds 5]
         [--serve-requests 400] [--serve-runs 3] [--no-serve]
 
-Workload (router/simulation.py): a pool of documents, each request a shared system prefix, a
+Workload (sim/workload.py, sim/cluster.py): a pool of documents, each request a shared system prefix, a
 random subset of documents in random order and a unique question. Replicas are FIFO servers
 with an LRU chunk cache; a missed token costs prefill time, a hit token almost nothing.
 
@@ -41,18 +41,10 @@ from router.config import RouterConfig  # noqa: E402
 from router.hint import RoutingHint  # noqa: E402
 from router.policy import CacheAwarePolicy, PowerOfTwoPolicy  # noqa: E402
 from router.stats import make_routing_stats  # noqa: E402
-from router.simulation import (  # noqa: E402
-    Document,
-    LRUChunkCache,
-    SimConfig,
-    SimRequest,
-    WorkloadConfig,
-    make_documents,
-    make_requests,
-    simulate,
-)
+from sim.cluster import LRUChunkCache, SimConfig, simulate  # noqa: E402
+from sim.workload import Document, SimRequest, WorkloadConfig, make_documents, make_requests  # noqa: E402
 
-WORKLOAD = WorkloadConfig(num_documents=64, docs_per_request=4, zipf_s=0.0)
+WORKLOAD = WorkloadConfig(num_documents=64, min_docs_per_request=4, max_docs_per_request=4, zipf_s=0.0)
 SIM = SimConfig(num_replicas=2, cache_tokens=20_000, utilization=0.7, base_s=0.005,
                 compute_s_per_token=1e-5, hit_s_per_token=5e-7, stats_period_s=0.5,
                 max_queue_len=32)

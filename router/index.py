@@ -57,8 +57,11 @@ class TierTokens(NamedTuple):
 class _Capacity:
     reported_max: int = 0  # most keys the replica ever reported holding
     learned_since_stats: int = 0  # new keys learned from decisions since its last stats
+    full: bool = False  # a complete stats record dropped keys: the replica evicts at its capacity
 
     def limit(self, max_keys: int) -> int:
+        if self.full:
+            return min(max_keys, self.reported_max)
         return min(max_keys, max(self.reported_max, self.learned_since_stats))
 
 
@@ -137,17 +140,20 @@ class ChunkResidencyIndex:
                     entries.move_to_end(key)
                     continue
                 self._put(entries, key, _Entry(tier, None))
-        # Keys learned from decisions these stats may predate are the newest knowledge.
-        unlisted_recent = sorted(
-            (e.learned_at, k) for k, e in entries.items() if k not in listed and self._is_recent(e, now)
-        )
-        for _, key in unlisted_recent:
+        # Keys learned from decisions these stats may predate are the newest knowledge, in the
+        # order they were learned (the replica's LRU saw them in that order): an unlisted key
+        # learned before a listed one is older there, so it is the first to go beyond capacity.
+        recent = sorted((e.learned_at, k) for k, e in entries.items() if self._is_recent(e, now))
+        for _, key in recent:
             entries.move_to_end(key)
+        unlisted_recent = [k for _, k in recent if k not in listed]
+        gone = []
         if stats.complete:
             gone = [k for k, e in entries.items() if k not in listed and not self._is_recent(e, now)]
             for key in gone:
                 self._drop(entries, key)
         capacity = self._capacity.setdefault(replica_id, _Capacity())
+        capacity.full = capacity.full or bool(gone)
         capacity.reported_max = max(capacity.reported_max, stats.gpu_count + stats.host_count)
         capacity.learned_since_stats = len(unlisted_recent)
         self._evict(replica_id, entries)
