@@ -13,8 +13,8 @@ Policies, same trace and arrival times per seed:
 
 - ours: router.policy.CacheAwarePolicy fed by the real residency index (decisions + stats).
   Configured for this cluster: ``cluster_weight=0`` (the simulated replicas have no cluster
-  tier: a token another replica holds is computed, not fetched) and ``decision_grace_s`` two
-  stats periods. The row "ours, default config" keeps 0.3 and 30 s.
+  tier: a token another replica holds is computed, not fetched); the row "ours, default
+  config" keeps 0.3.
 - power-of-two: the cache-blind baseline.
 - prefix tree: sim.baselines.PrefixTreePolicy, the decision rule of Ray's
   PrefixCacheAffinityRouter, with our imbalance threshold as its load guard.
@@ -51,7 +51,7 @@ WORKLOAD = WorkloadConfig(num_documents=10_000, min_docs_per_request=4, max_docs
                           min_doc_tokens=128, max_doc_tokens=1024, chunk_tokens=512)
 SIM = SimConfig(cache_tokens=50_000, utilization=1.0, base_s=0.01, compute_s_per_token=2e-5,
                 hit_s_per_token=1e-6, stats_period_s=1.0, max_queue_len=32)
-OURS = RouterConfig(cluster_weight=0.0, decision_grace_s=2 * SIM.stats_period_s)
+OURS = RouterConfig(cluster_weight=0.0)
 DEFAULT = RouterConfig()
 POLICIES = ("ours", "ours, default config", "power-of-two", "prefix tree", "oracle")
 

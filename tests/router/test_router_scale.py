@@ -20,8 +20,7 @@ def test_ours_near_the_oracle_well_above_the_prefix_tree_with_short_queues():
     rng = random.Random(0)
     requests = make_requests(cfg, make_documents(cfg, rng), rng)
     sim = SimConfig(num_replicas=16, cache_tokens=20_000, utilization=1.0, warmup_requests=1000)
-    # The simulated replicas have no cluster tier; their stats come every second.
-    ours_config = RouterConfig(cluster_weight=0.0, decision_grace_s=2 * sim.stats_period_s)
+    ours_config = RouterConfig(cluster_weight=0.0)  # the simulated replicas have no cluster tier
     ours = simulate(CacheAwarePolicy(ours_config), requests, sim, random.Random(1), ours_config)
     pow2 = simulate(PowerOfTwoPolicy(), requests, sim, random.Random(1), residency="none")
     prefix = simulate(PrefixTreePolicy(ours_config.imbalance_threshold), requests, sim, random.Random(1),
