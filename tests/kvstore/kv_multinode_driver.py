@@ -134,7 +134,9 @@ def failover(store_dir: str, cluster: Cluster, nodes: dict, shard_nodes: list[st
     writer = replica("node_a", fields)
     cached_reader = replica("head", fields)  # keeps the refs it looked up
     asking_reader = replica("node_a", {**fields, "object_store_ref_cache_bytes": 0})  # asks every time
-    readers = {"cached_reader": cached_reader, "asking_reader": asking_reader}
+    # The asking reader reads first after the loss: a reader that falls back to the persistent
+    # tier promotes what it read into the re-created directory, where later readers find it.
+    readers = {"asking_reader": asking_reader, "cached_reader": cached_reader}
     report: dict = {"shards": [shard_of(key(i), config.directory_shards) for i in seeds]}
     report["put_ok"] = ray.get(writer.put.remote(seeds), timeout=120)
     report["before"] = {n: ray.get(r.get.remote(seeds), timeout=120) for n, r in readers.items()}

@@ -51,12 +51,13 @@ def test_directory_node_lost_reads_fall_back_then_the_directory_returns(scenario
     for reader in ("cached_reader", "asking_reader"):
         assert [(g["tier"], g["exact"]) for g in r["before"][reader]] == [("object_store", True)] * 6
     # node_b removed: every read still answers, bit-exact. The reader that asks the directory
-    # each time reads the lost shard's chunks from the persistent tier, the other shard's from
-    # the object store; the reader with cached refs may still find a copy its own node kept.
+    # each time (and reads first) gets the lost shard's chunks from the persistent tier, the
+    # other shard's from the object store; the reader with cached refs reads after it, so it may
+    # find chunks promoted back into the object store, or a copy its own node kept.
     expected = [("dir" if is_lost else "object_store", True) for is_lost in lost]
     assert [(g["tier"], g["exact"]) for g in r["after_loss"]["asking_reader"]] == expected
     assert all(g["exact"] and g["tier"] in ("object_store", "dir") for g in r["after_loss"]["cached_reader"])
-    assert r["after_loss_s"] < 60
+    assert r["after_loss_s"] < 120  # each read waits at most object_store_timeout_s (10 s)
     # The lost directory was re-created on a surviving node and serves what is put (or
     # promoted from the persistent tier) again.
     assert r["directory_node"] in (ids["head"], ids["node_a"]) and r["directory_back_s"] < 60
