@@ -3,12 +3,13 @@
     .venv/bin/python benchmarks/bench_router.py [--requests 2000] [--seeds 5]
         [--serve-requests 400] [--serve-runs 3] [--no-serve]
 
-Workload (router/simulation.py): a pool of documents, each request a shared system prefix, a
+Workload (sim/workload.py, sim/cluster.py): a pool of documents, each request a shared system prefix, a
 random subset of documents in random order and a unique question. Replicas are FIFO servers
 with an LRU chunk cache; a missed token costs prefill time, a hit token almost nothing.
 
 1. Simulation (pure, median of ``--seeds`` runs): our CacheAwarePolicy vs PowerOfTwoPolicy,
-   both fed by the same residency index and stats loop. For scale, the hit rate of one LRU
+   both fed by the same residency index and stats loop, and the re-implementation of Ray's
+   prefix-tree rule that bench_router_scale.py uses (to set against the real class in 2.). For scale, the hit rate of one LRU
    cache as large as all replicas' together (an upper bound no router reaches: it never holds
    a chunk twice).
 2. Real Ray Serve (median of ``--serve-runs``): the same trace, open-loop Poisson arrivals, through a
@@ -41,18 +42,11 @@ from router.config import RouterConfig  # noqa: E402
 from router.hint import RoutingHint  # noqa: E402
 from router.policy import CacheAwarePolicy, PowerOfTwoPolicy  # noqa: E402
 from router.stats import make_routing_stats  # noqa: E402
-from router.simulation import (  # noqa: E402
-    Document,
-    LRUChunkCache,
-    SimConfig,
-    SimRequest,
-    WorkloadConfig,
-    make_documents,
-    make_requests,
-    simulate,
-)
+from sim.baselines import PrefixTreePolicy  # noqa: E402
+from sim.cluster import LRUChunkCache, SimConfig, simulate  # noqa: E402
+from sim.workload import Document, SimRequest, WorkloadConfig, make_documents, make_requests  # noqa: E402
 
-WORKLOAD = WorkloadConfig(num_documents=64, docs_per_request=4, zipf_s=0.0)
+WORKLOAD = WorkloadConfig(num_documents=64, min_docs_per_request=4, max_docs_per_request=4, zipf_s=0.0)
 SIM = SimConfig(num_replicas=2, cache_tokens=20_000, utilization=0.7, base_s=0.005,
                 compute_s_per_token=1e-5, hit_s_per_token=5e-7, stats_period_s=0.5,
                 max_queue_len=32)
@@ -76,13 +70,15 @@ def upper_bound(requests: list[SimRequest]) -> float:
 
 def run_simulation(num_requests: int, seeds: int) -> None:
     cfg = WorkloadConfig(**{**WORKLOAD.__dict__, "num_requests": num_requests})
-    rows = {"cache-aware (ours)": [], "power-of-two": [], "one shared cache (bound)": []}
+    rows = {"cache-aware (ours)": [], "power-of-two": [], "prefix tree (sim/baselines.py)": [],
+            "one shared cache (bound)": []}
     shares, latencies = {k: [] for k in rows}, {k: [] for k in rows}
     for seed in range(seeds):
         rng = random.Random(seed)
         requests = make_requests(cfg, make_documents(cfg, rng), rng)
         for name, policy in (("cache-aware (ours)", CacheAwarePolicy(ROUTER)),
-                             ("power-of-two", PowerOfTwoPolicy())):
+                             ("power-of-two", PowerOfTwoPolicy()),
+                             ("prefix tree (sim/baselines.py)", PrefixTreePolicy(ROUTER.imbalance_threshold))):
             result = simulate(policy, requests, SIM, random.Random(1000 + seed), ROUTER)
             rows[name].append(result.hit_rate)
             shares[name].append(result.max_replica_share)

@@ -50,8 +50,8 @@ class StoreConfig:
 
     Attributes:
         memory_bytes: budget of the in-process memory tier; 0 disables it.
-        object_store_bytes: budget of the Ray object-store tier (cluster-wide, held by one
-            directory actor); 0 disables it, as does Ray not running.
+        object_store_bytes: budget of the Ray object-store tier (cluster-wide, split evenly over
+            the directory shards); 0 disables it, as does Ray not running.
         persistent: the persistent tier, see :func:`parse_persistent`.
         s3_endpoint_url: S3-compatible endpoint (MinIO, moto, ...); "" for AWS.
         s3_region: region name; "" lets boto3 pick it from the environment.
@@ -72,8 +72,12 @@ class StoreConfig:
             its budget per process. 0 disables the cache.
         write_queue_size: chunks waiting for the background persistent writer; a put that
             finds it full skips the persistent copy (counted as a dropped write).
-        directory_actor_name: name of the detached object-store directory actor.
+        directory_actor_name: name of the detached object-store directory actor (with several
+            shards, ``NAME-0`` ... ``NAME-{n-1}``).
         directory_actor_namespace: Ray namespace of that actor.
+        directory_shards: directory actors the keys are sharded over (by key hash). Every get
+            that misses a process's ref cache asks one; several spread those calls and the
+            objects they own over the cluster's nodes.
     """
 
     memory_bytes: int = 512 * MiB
@@ -93,6 +97,7 @@ class StoreConfig:
     write_queue_size: int = 64
     directory_actor_name: str = "epic-kv-directory"
     directory_actor_namespace: str = "epic-serve"
+    directory_shards: int = 1
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -103,7 +108,7 @@ class StoreConfig:
         for name in ("memory_bytes", "object_store_bytes", "object_store_ref_cache_bytes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"StoreConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("s3_max_attempts", "s3_max_concurrency", "write_queue_size"):
+        for name in ("s3_max_attempts", "s3_max_concurrency", "write_queue_size", "directory_shards"):
             if getattr(self, name) < 1:
                 raise ValueError(f"StoreConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("s3_connect_timeout_s", "s3_read_timeout_s", "object_store_timeout_s"):

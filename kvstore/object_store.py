@@ -1,15 +1,18 @@
 """Tier 2: chunk KV in Ray's object store, shared by every replica in the cluster.
 
-One named, detached :class:`ChunkDirectory` actor maps key -> ObjectRef and is the *owner* of
-every object (it ``ray.put``s them itself), so chunks outlive the replicas that wrote them and
-die only with the directory. It keeps an LRU by bytes; what it evicts it hands back to the
-putting caller, which spills it to the persistent tier::
+Named, detached :class:`ChunkDirectory` actors map key -> ObjectRef; each is the *owner* of the
+objects of its keys (it ``ray.put``s them itself), so chunks outlive the replicas that wrote
+them and die only with their directory. Keys are sharded over ``directory_shards`` directories
+(by a hash of the key), each with its share of the budget; several shards are spread over the
+cluster's nodes, so neither the directory calls nor the objects all land on one node. A
+directory keeps an LRU by bytes; what it evicts it hands back to the putting caller, which
+spills it to the persistent tier::
 
     replica A: put(key, kv) ──adopt(key, head, payload)──> ChunkDirectory ──ray.put──> object
     replica B: get(key)     ──lookup([key])──> [ref] ──ray.get (zero-copy)──> tensor view
     replica B: get(key)     (ref cached) ─────────────────ray.get (zero-copy)──> tensor view
 
-Each client caches the refs it looked up (see :mod:`kvstore.cluster_index` for how the
+Each client caches the refs it looked up (one cache per shard) (see :mod:`kvstore.cluster_index` for how the
 directory's log of dropped keys keeps those caches coherent), so LRU recency from cache hits
 reaches the directory with the client's next call: exact for one client, approximate across
 clients. A cached ref keeps its object alive after the directory drops it, until the client
@@ -17,7 +20,10 @@ hears of the drop.
 
 Tensors travel as numpy views (bf16 as int16), which Ray moves out-of-band without pickling
 copies; a get returns a read-only view of shared memory. This is the only module that imports
-Ray. The directory's objects live in the object store of the node its actor runs on.
+Ray. A directory's objects live in the object store of the node its actor runs on; when that
+node dies, they die with it and the directory comes back empty on another node (Ray restarts
+it; one Ray will not restart, e.g. killed or pinned to the lost node, the client call that
+meets it re-creates and then retries). Until the chunks are put again, clients see misses and the persistent tier answers.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import logging
 import os
 import threading
 import warnings
+import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import ray
@@ -112,6 +120,48 @@ class ChunkDirectory:
         with self._lock:
             return self._index.used_bytes, self._index.budget_bytes
 
+    def node_id(self) -> str:
+        """The node whose object store holds this directory's objects."""
+        return ray.get_runtime_context().get_node_id()
+
+
+def shard_of(key: str, num_shards: int) -> int:
+    """The directory shard that owns ``key`` (a stable hash: every process agrees)."""
+    return zlib.crc32(key.encode()) % num_shards
+
+
+def directory_names(config: StoreConfig) -> list[str]:
+    """Actor names of the directory shards (one shard keeps the configured name as is)."""
+    if config.directory_shards == 1:
+        return [config.directory_actor_name]
+    return [f"{config.directory_actor_name}-{i}" for i in range(config.directory_shards)]
+
+
+def open_directories(config: StoreConfig, placements: Sequence | None = None) -> list[ray.actor.ActorHandle]:
+    """Handles of the directory shards, creating those that do not exist yet.
+
+    Args:
+        config: names, namespace, shard count and the budget they split.
+        placements: one Ray scheduling strategy per shard for the shards created now; default:
+            Ray's default for one shard, spread over the nodes for several.
+    """
+    names = directory_names(config)
+    if placements is None:
+        placements = [None] if len(names) == 1 else ["SPREAD"] * len(names)
+    if len(placements) != len(names):
+        raise ValueError(f"{len(placements)} placements for {len(names)} directory shards")
+    return [
+        ChunkDirectory.options(
+            name=name,
+            namespace=config.directory_actor_namespace,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=-1,  # a restarted directory is empty: its objects died with it
+            **({"scheduling_strategy": placement} if placement is not None else {}),
+        ).remote(config.object_store_bytes // config.directory_shards)
+        for name, placement in zip(names, placements)
+    ]
+
 
 def ray_available() -> bool:
     """Whether this process is connected to Ray, connecting first when ``RAY_ADDRESS`` names a
@@ -128,30 +178,71 @@ def ray_available() -> bool:
     return True
 
 
+@dataclass(slots=True)
+class _Shard:
+    """One directory actor and this process's cache of refs coherent with it."""
+
+    directory: ray.actor.ActorHandle
+    cache: RefCache[ray.ObjectRef]
+
+    def outgoing(self) -> tuple[list[str], int]:
+        """Touches to send with a call to this directory, and the seq the cache is coherent with."""
+        return self.cache.drain_touches(), self.cache.since
+
+
 class ObjectStoreTier(Tier):
-    """The cluster tier: a client of the directory actor with a :class:`RefCache`, so a
+    """The cluster tier: a client of the directory shards with a :class:`RefCache` per shard, so a
     repeated get is one zero-copy ``ray.get`` without a directory round trip."""
 
     name = "object_store"
-    TOUCH_BATCH = 64  # cache hits sent to the directory at once when no other call carries them
+    TOUCH_BATCH = 64  # cache hits sent to a directory at once when no other call carries them
 
     def __init__(self, config: StoreConfig, model_fingerprint: str) -> None:
         self.model_fingerprint = model_fingerprint
+        self._config = config
         self._timeout_s = config.object_store_timeout_s
         self._verify_checksum = config.object_store_verify_checksum
-        self._cache: RefCache[ray.ObjectRef] = RefCache(config.object_store_ref_cache_bytes)
-        self._lock = threading.Lock()  # guards the cache
-        self._directory = ChunkDirectory.options(
-            name=config.directory_actor_name,
-            namespace=config.directory_actor_namespace,
-            lifetime="detached",
-            get_if_exists=True,
-            max_restarts=-1,  # a restarted directory is empty: its objects died with it
-        ).remote(config.object_store_bytes)
+        cache_bytes = config.object_store_ref_cache_bytes // config.directory_shards
+        self._shards = [_Shard(d, RefCache(cache_bytes)) for d in open_directories(config)]
+        self._lock = threading.Lock()  # guards the caches and the handles
+        # Set when a directory died for good (killed, or pinned to a node that is gone): Ray
+        # will not restart it, so the call that met it re-creates it (empty) and tries again.
+        self._reopen = False
+
+    def _healing(self, op, *args):
+        """``op(*args)``, once more on fresh directories if a directory died for good under it."""
+        try:
+            return op(*args)
+        except TierError:
+            if not self._reopen:
+                raise
+        with self._lock:
+            self._reopen = False
+            for shard, directory in zip(self._shards, open_directories(self._config)):
+                shard.directory = directory
+                shard.cache.clear()
+        logger.warning("object-store directory re-created after it died; its chunks are gone")
+        return op(*args)
+
+    def _shard_index(self, key: str) -> int:
+        return shard_of(key, len(self._shards))
+
+    def _shard(self, key: str) -> _Shard:
+        return self._shards[self._shard_index(key)]
+
+    def _by_shard(self, keys: Sequence[ChunkKey]) -> dict[int, list[int]]:
+        """Positions of ``keys`` grouped by shard index."""
+        groups: dict[int, list[int]] = {}
+        for i, key in enumerate(keys):
+            groups.setdefault(self._shard_index(key), []).append(i)
+        return groups
 
     def _wait(self, refs):
         try:
             return ray.get(refs, timeout=self._timeout_s)
+        except (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnschedulableError) as err:
+            self._reopen = True
+            raise TierError(f"object store: directory died: {err}") from err
         except ray.exceptions.RayError as err:
             raise TierError(f"object store: {type(err).__name__}: {err}") from err
 
@@ -161,38 +252,45 @@ class ObjectStoreTier(Tier):
         codec.check_payload(header, payload, self._verify_checksum)
         return tensor_from_payload(payload, header.dtype, header.shape)
 
-    def _outgoing(self) -> tuple[list[str], int]:
-        """Touches to send with a directory call, and the seq the cache is coherent with."""
-        with self._lock:
-            return self._cache.drain_touches(), self._cache.since
-
     def get(self, key: ChunkKey) -> torch.Tensor | None:
         return self.get_many([key])[0]
 
     def get_many(self, keys: Sequence[ChunkKey]) -> list[torch.Tensor | None]:
+        return self._healing(self._get_many, keys)
+
+    def _get_many(self, keys: Sequence[ChunkKey]) -> list[torch.Tensor | None]:
         with self._lock:
-            refs: list[ray.ObjectRef | None] = [self._cache.get(k) for k in keys]
-            send_touches = self._cache.pending_touches >= self.TOUCH_BATCH
-        missing = [i for i, ref in enumerate(refs) if ref is None]
-        if missing:
-            touched, since = self._outgoing()
-            entries, (seq, dropped) = self._wait(
-                self._directory.lookup.remote([keys[i] for i in missing], touched, since)
-            )
+            refs: list[ray.ObjectRef | None] = [self._shard(k).cache.get(k) for k in keys]
+            missing = [i for i, ref in enumerate(refs) if ref is None]
+            lookups, touches = [], []  # (shard, positions) asked; shards with touches to send
+            for s, positions in self._by_shard([keys[i] for i in missing]).items():
+                lookups.append((self._shards[s], [missing[p] for p in positions]))
+            asked = {id(shard) for shard, _ in lookups}
+            for shard in self._shards:
+                if id(shard) not in asked and shard.cache.pending_touches >= self.TOUCH_BATCH:
+                    touches.append((shard, shard.outgoing()[0]))
+            calls = [
+                shard.directory.lookup.remote([keys[i] for i in positions], *shard.outgoing())
+                for shard, positions in lookups
+            ]
+        for shard, touched in touches:
+            shard.directory.touch.remote(touched)  # fire and forget
+        if calls:
+            replies = self._wait(calls)
             with self._lock:
-                self._cache.apply(seq, dropped)
-                for i, entry in zip(missing, entries):
-                    if entry is not None:
-                        nbytes, (refs[i],) = entry
-                        self._cache.put(keys[i], nbytes, refs[i], seq)
-        elif send_touches:
-            self._directory.touch.remote(self._outgoing()[0])  # fire and forget
+                for (shard, positions), (entries, (seq, dropped)) in zip(lookups, replies):
+                    shard.cache.apply(seq, dropped)
+                    for i, entry in zip(positions, entries):
+                        if entry is not None:
+                            nbytes, (refs[i],) = entry
+                            shard.cache.put(keys[i], nbytes, refs[i], seq)
         found = [i for i, ref in enumerate(refs) if ref is not None]
         try:
             values = self._wait([refs[i] for i in found])
         except TierError:
             with self._lock:  # a cached ref may have died with a restarted directory
-                self._cache.clear()
+                for shard in self._shards:
+                    shard.cache.clear()
             raise
         out: list[torch.Tensor | None] = [None] * len(keys)
         for i, value in zip(found, values):
@@ -203,19 +301,23 @@ class ObjectStoreTier(Tier):
         return self.put_many([(key, kv)])[0]
 
     def put_many(self, items: Sequence[tuple[ChunkKey, torch.Tensor]]) -> list[PutResult]:
-        touched, since = self._outgoing()
+        return self._healing(self._put_many, items)
+
+    def _put_many(self, items: Sequence[tuple[ChunkKey, torch.Tensor]]) -> list[PutResult]:
         calls = []
         for key, kv in items:
             payload = payload_view(kv)
             head = codec.encode_head(
                 codec.make_header(key, self.model_fingerprint, dtype_name(kv), tuple(kv.shape), payload)
             )
-            calls.append(self._directory.adopt.remote(key, head, payload, touched, since))
-            touched = []
-        results = []
-        for victims, (seq, dropped) in self._wait(calls):
+            shard = self._shard(key)
             with self._lock:
-                self._cache.apply(seq, dropped)
+                touched, since = shard.outgoing()
+            calls.append((shard, shard.directory.adopt.remote(key, head, payload, touched, since)))
+        results = []
+        for (shard, _), (victims, (seq, dropped)) in zip(calls, self._wait([c for _, c in calls])):
+            with self._lock:
+                shard.cache.apply(seq, dropped)
             results.append(self._put_result(victims))
         return results
 
@@ -236,26 +338,47 @@ class ObjectStoreTier(Tier):
         return self.contains_many([key])[0]
 
     def contains_many(self, keys: Sequence[ChunkKey]) -> list[bool]:
-        return self._wait(self._directory.contains.remote(list(keys)))
+        return self._healing(self._contains_many, keys)
+
+    def _contains_many(self, keys: Sequence[ChunkKey]) -> list[bool]:
+        groups = self._by_shard(keys)
+        calls = [self._shards[s].directory.contains.remote([keys[i] for i in positions]) for s, positions in groups.items()]
+        out = [False] * len(keys)
+        for positions, found in zip(groups.values(), self._wait(calls)):
+            for i, present in zip(positions, found):
+                out[i] = present
+        return out
 
     def delete(self, key: ChunkKey) -> None:
         self.delete_many([key])
 
     def delete_many(self, keys: Sequence[ChunkKey]) -> None:
-        with self._lock:
-            self._cache.drop(list(keys))
-        self._wait(self._directory.remove.remote(list(keys)))
+        return self._healing(self._delete_many, keys)
+
+    def _delete_many(self, keys: Sequence[ChunkKey]) -> None:
+        calls = []
+        for s, positions in self._by_shard(keys).items():
+            shard, shard_keys = self._shards[s], [keys[i] for i in positions]
+            with self._lock:
+                shard.cache.drop(shard_keys)
+            calls.append(shard.directory.remove.remote(shard_keys))
+        self._wait(calls)
 
     def keys(self) -> list[ChunkKey]:
-        """Keys resident cluster-wide, least recently used first."""
-        return [ChunkKey(k) for k in self._wait(self._directory.keys.remote())]
+        """Keys resident cluster-wide: each shard's least recently used first, shard by shard."""
+        lists = self._healing(lambda: self._wait([shard.directory.keys.remote() for shard in self._shards]))
+        return [ChunkKey(k) for keys in lists for k in keys]
 
     def usage(self) -> tuple[int, int]:
         """(used bytes, budget bytes) of the whole cluster tier."""
-        return self._wait(self._directory.usage.remote())
+        usages = self._healing(lambda: self._wait([shard.directory.usage.remote() for shard in self._shards]))
+        return sum(u for u, _ in usages), sum(b for _, b in usages)
 
     def destroy_directory(self) -> None:
-        """Kill the directory actor: every chunk in the cluster tier is dropped."""
+        """Kill the directory actors: every chunk in the cluster tier is dropped (a later call
+        of any client re-creates them empty)."""
         with self._lock:
-            self._cache.clear()
-        ray.kill(self._directory)
+            for shard in self._shards:
+                shard.cache.clear()
+        for shard in self._shards:
+            ray.kill(shard.directory)

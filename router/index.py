@@ -8,17 +8,21 @@ Two sources write it, with different authority:
 - **replica stats** (:meth:`ChunkResidencyIndex.apply_stats`): the replica's own account,
   authoritative but up to one stats period old. A complete stats record drops what the
   replica no longer holds, except keys learned from decisions within ``decision_grace_s``
-  (the stats may predate them).
+  (the stats may predate them) -- unless the stats provably postdate the key's last decision:
+  they list a key that a later (or the same) decision brought to the replica new. Then an
+  unlisted key was evicted since, and goes at once.
 
 Per replica the entries form an LRU that mirrors the replica's own caches: once a replica has
 reported stats, its capacity is taken as the most keys it ever reported holding, and learned
 keys push out the least recently used ones beyond it (as they do on the replica), so the index
-does not go on believing in chunks the replica has long evicted. Keys learned since the last
-stats always stay (the count predates them), and ``max_keys_per_replica`` bounds everything.
-Keys are stored in their short form (:func:`router.stats.short_key`).
+does not go on believing in chunks the replica has long evicted. Until a replica is seen
+evicting, keys learned since its last stats all stay (its capacity may be larger than it has
+reported); ``max_keys_per_replica`` bounds everything. Learned keys keep the order they were
+learned in. Keys are stored in their short form (:func:`router.stats.short_key`).
 
-    replica "a": OrderedDict{ short_key -> _Entry(tier, learned_at) }   oldest ... newest
-                 capacity = max(most keys "a" ever reported, keys learned since its last stats)
+    replica "a": OrderedDict{ short_key -> _Entry(tier, learned_at, brought_at) }  oldest ... newest
+                 capacity = most keys "a" ever reported (before it is seen evicting: at least
+                            the keys learned since its last stats)
     holders:     { short_key -> number of replicas holding it }          (the cluster tier)
 """
 
@@ -57,8 +61,12 @@ class TierTokens(NamedTuple):
 class _Capacity:
     reported_max: int = 0  # most keys the replica ever reported holding
     learned_since_stats: int = 0  # new keys learned from decisions since its last stats
+    full: bool = False  # a complete stats record dropped keys: the replica evicts at its capacity
+    complete: bool = False  # its last stats listed every key: a key we lack, it lacks
 
     def limit(self, max_keys: int) -> int:
+        if self.full:
+            return min(max_keys, self.reported_max)
         return min(max_keys, max(self.reported_max, self.learned_since_stats))
 
 
@@ -67,6 +75,9 @@ class _Entry:
     tier: LocalTier
     # When a routing decision taught us this entry; None once a replica's stats confirmed it.
     learned_at: float | None
+    # When a decision brought this key to a replica that (as far as we knew) lacked it; None once
+    # confirmed. Stats listing such a key were taken after that decision reached the replica.
+    brought_at: float | None = None
 
 
 class ChunkResidencyIndex:
@@ -115,9 +126,12 @@ class ChunkResidencyIndex:
         capacity = self._capacity.get(replica_id)
         for key, _ in hint.spans():
             key = short_key(key)
-            if capacity is not None and key not in entries:
+            old = entries.get(key)
+            if capacity is not None and old is None:
                 capacity.learned_since_stats += 1
-            self._put(entries, key, _Entry("gpu", now))
+            known = capacity is not None and capacity.complete
+            brought_at = (now if known else None) if old is None else old.brought_at
+            self._put(entries, key, _Entry("gpu", now, brought_at))
         self._evict(replica_id, entries)
 
     def apply_stats(self, replica_id: str, stats: ReplicaStats) -> None:
@@ -137,17 +151,26 @@ class ChunkResidencyIndex:
                     entries.move_to_end(key)
                     continue
                 self._put(entries, key, _Entry(tier, None))
-        # Keys learned from decisions these stats may predate are the newest knowledge.
-        unlisted_recent = sorted(
-            (e.learned_at, k) for k, e in entries.items() if k not in listed and self._is_recent(e, now)
-        )
-        for _, key in unlisted_recent:
+        # Keys learned from decisions these stats may predate are the newest knowledge, in the
+        # order they were learned (the replica's LRU saw them in that order): an unlisted key
+        # learned before a listed one is older there, so it is the first to go beyond capacity.
+        recent = sorted((e.learned_at, k) for k, e in entries.items() if self._is_recent(e, now))
+        for _, key in recent:
             entries.move_to_end(key)
+        unlisted_recent = [k for _, k in recent if k not in listed]
+        gone = []
         if stats.complete:
-            gone = [k for k, e in entries.items() if k not in listed and not self._is_recent(e, now)]
+            # The latest decision these stats reflect: one whose new key they list. A key last
+            # routed there no later than that and not listed was evicted since, grace or not.
+            seen_at = max((entries[k].brought_at or -1.0 for k in listed if k in entries), default=-1.0)
+            evicted = [k for k in unlisted_recent if entries[k].learned_at <= seen_at]
+            unlisted_recent = [k for k in unlisted_recent if entries[k].learned_at > seen_at]
+            gone = [k for k, e in entries.items() if k not in listed and not self._is_recent(e, now)] + evicted
             for key in gone:
                 self._drop(entries, key)
         capacity = self._capacity.setdefault(replica_id, _Capacity())
+        capacity.full = capacity.full or bool(gone)
+        capacity.complete = stats.complete
         capacity.reported_max = max(capacity.reported_max, stats.gpu_count + stats.host_count)
         capacity.learned_since_stats = len(unlisted_recent)
         self._evict(replica_id, entries)

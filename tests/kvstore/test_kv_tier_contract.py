@@ -14,7 +14,7 @@ from kvstore.memory import MemoryTier
 from kvstore.persistent import BlobTier
 from kvstore.s3 import S3Blobs, make_s3_client
 
-TIER_NAMES = ["memory", "object_store", "s3", "dir"]
+TIER_NAMES = ["memory", "object_store", "object_store_sharded", "s3", "dir"]
 
 
 @pytest.fixture(params=TIER_NAMES)
@@ -27,6 +27,13 @@ def tier(request, tmp_path):
 
         actor = request.getfixturevalue("directory_actor")
         yield ObjectStoreTier(StoreConfig(object_store_bytes=64 * 1024 * 1024, **actor), FP)
+    elif name == "object_store_sharded":
+        from kvstore.object_store import ObjectStoreTier
+
+        actor = request.getfixturevalue("directory_actor")
+        tier = ObjectStoreTier(StoreConfig(object_store_bytes=64 * 1024 * 1024, directory_shards=3, **actor), FP)
+        yield tier
+        tier.destroy_directory()
     elif name == "s3":
         config = s3_config(request.getfixturevalue("s3_server"), request.getfixturevalue("s3_bucket"))
         loc = config.location
@@ -36,7 +43,7 @@ def tier(request, tmp_path):
 
 
 def test_contract(tier):
-    assert tier.name in TIER_NAMES
+    assert tier.name in {n.removesuffix("_sharded") for n in TIER_NAMES}
     # Absent keys: a miss, not an error.
     assert tier.get(key(0)) is None
     assert not tier.contains(key(0))

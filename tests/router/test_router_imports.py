@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_pure_router_modules_import_neither_torch_nor_ray():
     code = (
         "import sys\n"
-        "import router.config, router.hint, router.index, router.policy, router.simulation, router.stats\n"
+        "import router.config, router.hint, router.index, router.policy, router.stats\n"
         "print(sorted(m for m in ('torch', 'ray') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -108,3 +108,48 @@ def test_removing_a_replica_releases_its_keys():
     index.retain_replicas(["c"])
     assert index.replica_ids() == []
     assert index.held_tokens("c", hint((1, 10))) == TierTokens(0, 0, 0)
+
+
+def test_a_replica_seen_evicting_is_bounded_by_its_reported_capacity():
+    index = ChunkResidencyIndex(decision_grace_s=5.0, clock=FakeClock())
+    for replica in ("growing", "full"):
+        index.apply_stats(replica, stats(gpu=[2, 1]))
+    index.apply_stats("full", stats(gpu=[3, 2]))  # it dropped 1: it evicts at 2 keys
+    for replica in ("growing", "full"):
+        index.record_decision(replica, hint((4, 10), (5, 10), (6, 10)))
+    # Not seen evicting: the keys learned since its stats all stay (it may hold more than 2).
+    assert [i for i in range(7) if index.tier_of("growing", key(i))] == [4, 5, 6]
+    assert [i for i in range(7) if index.tier_of("full", key(i))] == [5, 6]
+
+
+def test_unlisted_keys_learned_before_listed_ones_go_first():
+    clock = FakeClock()
+    index = ChunkResidencyIndex(decision_grace_s=5.0, clock=clock)
+    index.apply_stats("a", stats(gpu=[1, 0]))
+    index.apply_stats("a", stats(gpu=[1]))  # 0 dropped: a full replica of (at most) 2 keys
+    for i in (2, 3, 4):
+        clock.now += 0.1
+        index.record_decision("a", hint((i, 10)))
+    # The stats saw 3 (learned after 2) but not 2: with room for 2 keys, 2 is the one to go.
+    index.apply_stats("a", stats(gpu=[3, 1]))
+    assert [i for i in range(5) if index.tier_of("a", key(i))] == [3, 4]
+
+
+def test_stats_that_list_a_newer_key_drop_older_unlisted_ones_within_the_grace():
+    clock = FakeClock()
+    index = ChunkResidencyIndex(decision_grace_s=30.0, clock=clock)
+    index.apply_stats("a", stats(gpu=[2, 1, 7, 8]))  # complete: a key the index lacks, "a" lacks
+    clock.now += 0.1
+    index.record_decision("a", hint((3, 10), (4, 10)))  # both new to "a"
+    clock.now += 0.1
+    index.record_decision("a", hint((5, 10)))
+    # Taken after the first decision (4 is listed) and before the second: 3 came with 4 but was
+    # evicted since; 5 may still be on its way; 1 is gone; with room for 4 keys, 8 goes next.
+    index.apply_stats("a", stats(gpu=[4, 2, 7, 8]))
+    assert [i for i in range(9) if index.tier_of("a", key(i))] == [2, 4, 5, 7]
+    # A key the index had already proves nothing about when stats were taken: 2 routed again
+    # with the new 6, then stats listing 2 (but not 6) may predate that decision: 6 stays.
+    clock.now += 0.1
+    index.record_decision("a", hint((2, 10), (6, 10)))
+    index.apply_stats("a", stats(gpu=[2, 4, 5, 7]))
+    assert [i for i in range(9) if index.tier_of("a", key(i))] == [2, 4, 5, 6]

@@ -11,8 +11,8 @@ import pytest
 from kvstore.keys import chunk_key
 from router.config import RouterConfig
 from router.hint import RoutingHint
-from router.simulation import LRUChunkCache
 from router.stats import make_routing_stats
+from sim.cluster import LRUChunkCache
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -6,14 +6,8 @@ import pytest
 
 from router.config import RouterConfig
 from router.policy import CacheAwarePolicy, PowerOfTwoPolicy
-from router.simulation import (
-    LRUChunkCache,
-    SimConfig,
-    WorkloadConfig,
-    make_documents,
-    make_requests,
-    simulate,
-)
+from sim.cluster import LRUChunkCache, SimConfig, simulate
+from sim.workload import WorkloadConfig, make_documents, make_requests
 
 
 def test_lru_chunk_cache_hits_and_evicts_by_tokens():
@@ -22,11 +16,12 @@ def test_lru_chunk_cache_hits_and_evicts_by_tokens():
     assert cache.access([("a", 4)]) == 4  # a is now most recent
     assert cache.access([("c", 4)]) == 0  # 12 > 10: b (least recent) goes
     assert cache.keys_mru() == ["c", "a"] and cache.used_tokens == 8
+    assert cache.held_tokens([("a", 4), ("b", 4), ("c", 4)]) == 8 and cache.keys_mru() == ["c", "a"]
     assert cache.access([("huge", 11)]) == 0 and cache.keys_mru() == ["c", "a"]
 
 
 def test_workload_permutes_documents_and_is_reproducible():
-    cfg = WorkloadConfig(num_documents=10, docs_per_request=3, num_requests=50)
+    cfg = WorkloadConfig(num_documents=10, min_docs_per_request=3, max_docs_per_request=3, num_requests=50)
     docs = make_documents(cfg, random.Random(0))
     first = make_requests(cfg, docs, random.Random(1))
     assert first == make_requests(cfg, make_documents(cfg, random.Random(0)), random.Random(1))

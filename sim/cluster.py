@@ -1,131 +1,38 @@
-"""A permuted-document workload and an event-driven replica model for evaluating routing policies.
+"""An event-driven replica model for evaluating routing policies on a request trace.
 
-Workload: a pool of documents (KVSplit into chunks of at most ``chunk_tokens``); each request
-is a shared system prefix, a random subset of documents in random order (popularity follows
-Zipf(``zipf_s``); 0 is uniform), and a unique question. Prefix caching cannot reuse the
-documents (their order changes); position-independent caching can, if the request lands on a
-replica that holds them.
+One FIFO server per replica with an LRU chunk cache of ``cache_tokens``. A request's service
+time is ``base_s + compute_s_per_token * missed tokens + hit_s_per_token * hit chunk tokens``;
+its chunk hits are counted when it is routed (the cache is updated in routing order). Arrivals
+are Poisson. Every ``stats_period_s`` each replica publishes :func:`router.stats.make_routing_stats`
+and the router's index applies it, as in Serve.
 
-Replica model: one FIFO server per replica with an LRU chunk cache of ``cache_tokens``.
-A request's service time is ``base_s + compute_s_per_token * missed tokens +
-hit_s_per_token * hit chunk tokens``; its chunk hits are counted when it is routed (the cache
-is updated in routing order). Every ``stats_period_s`` each replica publishes
-:func:`router.stats.make_routing_stats` and the router's index applies it, as in Serve.
+What a policy is told a replica holds (``ReplicaLoad.held``) depends on ``residency``:
+
+- ``"index"``: the router's :class:`~router.index.ChunkResidencyIndex`, learned from decisions
+  and corrected by the lagging stats (what the real router knows);
+- ``"exact"``: every replica's cache as it is at that instant (what an oracle knows);
+- ``"none"``: nothing (cache-blind policies, and policies that keep their own state).
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 import random
 import statistics
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
-from kvstore.keys import chunk_key
 from router.config import RouterConfig
 from router.hint import RoutingHint
-from router.index import ChunkResidencyIndex
+from router.index import ChunkResidencyIndex, TierTokens
 from router.policy import ReplicaLoad, RoutingDecision
 from router.stats import ReplicaStats, make_routing_stats
+from sim.workload import SimRequest
 
-SIM_MODEL_FINGERPRINT = "simulated-model"
-
-
-@dataclass(frozen=True)
-class WorkloadConfig:
-    """Shape of the permuted-document workload.
-
-    Attributes:
-        num_documents: documents in the pool.
-        docs_per_request: documents per request (distinct, random order).
-        min_doc_tokens: shortest document.
-        max_doc_tokens: longest document.
-        chunk_tokens: KVSplit's largest chunk.
-        prefix_tokens: shared system prefix per request (0 for none).
-        question_tokens: unique tail per request.
-        num_requests: requests in the trace.
-        zipf_s: document popularity exponent (0 = uniform).
-    """
-
-    num_documents: int = 64
-    docs_per_request: int = 4
-    min_doc_tokens: int = 128
-    max_doc_tokens: int = 1024
-    chunk_tokens: int = 512
-    prefix_tokens: int = 64
-    question_tokens: int = 32
-    num_requests: int = 2000
-    zipf_s: float = 0.6
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.docs_per_request <= self.num_documents:
-            raise ValueError("docs_per_request must be between 1 and num_documents")
-        if not 1 <= self.min_doc_tokens <= self.max_doc_tokens:
-            raise ValueError("need 1 <= min_doc_tokens <= max_doc_tokens")
-        if self.chunk_tokens < 1 or self.num_requests < 1:
-            raise ValueError("chunk_tokens and num_requests must be >= 1")
-
-
-@dataclass(frozen=True)
-class Document:
-    """A document: its chunks' keys and token counts."""
-
-    doc_id: int
-    chunk_keys: tuple[str, ...]
-    chunk_tokens: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class SimRequest:
-    """One request of the trace: which documents, in which order, and its routing hint."""
-
-    doc_ids: tuple[int, ...]
-    hint: RoutingHint
-
-
-def make_documents(cfg: WorkloadConfig, rng: random.Random) -> list[Document]:
-    """The document pool; chunk keys are real :func:`kvstore.keys.chunk_key` values."""
-    docs = []
-    for doc_id in range(cfg.num_documents):
-        num_tokens = rng.randint(cfg.min_doc_tokens, cfg.max_doc_tokens)
-        token_ids = [doc_id * 1_000_003 + i for i in range(num_tokens)]
-        pieces = [token_ids[i : i + cfg.chunk_tokens] for i in range(0, num_tokens, cfg.chunk_tokens)]
-        docs.append(
-            Document(
-                doc_id,
-                tuple(chunk_key(SIM_MODEL_FINGERPRINT, p) for p in pieces),
-                tuple(len(p) for p in pieces),
-            )
-        )
-    return docs
-
-
-def make_requests(
-    cfg: WorkloadConfig, docs: Sequence[Document], rng: random.Random
-) -> list[SimRequest]:
-    """The request trace: random document subsets in random order behind a shared prefix."""
-    weights = [1.0 / (rank + 1) ** cfg.zipf_s for rank in range(len(docs))]
-    prefix_key = chunk_key(SIM_MODEL_FINGERPRINT, [-1] * cfg.prefix_tokens) if cfg.prefix_tokens else None
-    requests = []
-    for _ in range(cfg.num_requests):
-        chosen: dict[int, None] = {}
-        while len(chosen) < cfg.docs_per_request:
-            chosen[rng.choices(range(len(docs)), weights)[0]] = None
-        order = list(chosen)
-        rng.shuffle(order)
-        keys = tuple(k for d in order for k in docs[d].chunk_keys)
-        tokens = tuple(n for d in order for n in docs[d].chunk_tokens)
-        hint = RoutingHint(
-            chunk_keys=keys,
-            chunk_tokens=tokens,
-            prefix_tokens=cfg.prefix_tokens,
-            prefix_key=prefix_key,
-            total_tokens=cfg.prefix_tokens + sum(tokens) + cfg.question_tokens,
-        )
-        requests.append(SimRequest(tuple(order), hint))
-    return requests
+Residency = Literal["index", "exact", "none"]
 
 
 class LRUChunkCache:
@@ -157,6 +64,10 @@ class LRUChunkCache:
                     self._used -= evicted
         return hit
 
+    def held_tokens(self, spans: Iterable[tuple[str, int]]) -> int:
+        """Tokens of ``spans`` held now (read-only: LRU order unchanged)."""
+        return sum(n for key, n in spans if key in self._tokens)
+
     def keys_mru(self) -> list[str]:
         """Held keys, most recently used first."""
         return list(reversed(self._tokens))
@@ -179,6 +90,7 @@ class SimConfig:
         hit_s_per_token: cost of linking a cached chunk token.
         stats_period_s: how often replicas publish routing stats.
         max_queue_len: per-replica queue bound (Serve's max_ongoing_requests).
+        warmup_requests: first requests of the trace left out of the measurements (cold caches).
     """
 
     num_replicas: int = 2
@@ -189,6 +101,7 @@ class SimConfig:
     hit_s_per_token: float = 1e-6
     stats_period_s: float = 1.0
     max_queue_len: int = 32
+    warmup_requests: int = 0
 
 
 class Policy(Protocol):
@@ -199,13 +112,15 @@ class Policy(Protocol):
 
 @dataclass
 class SimResult:
-    """What one simulated run measured."""
+    """What one simulated run measured (requests after the warm-up only)."""
 
     chunk_tokens: int = 0
     hit_tokens: int = 0
     requests_per_replica: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)
     latencies_s: list[float] = field(default_factory=list)
+    # Requests already queued or running on the chosen replica when each request joined it.
+    queue_lens: list[int] = field(default_factory=list)
 
     @property
     def hit_rate(self) -> float:
@@ -221,6 +136,12 @@ class SimResult:
         return statistics.quantiles(self.latencies_s, n=20)[-1]
 
     @property
+    def p99_queue_len(self) -> int:
+        """99th percentile (nearest rank) of the queue a request found at its replica."""
+        ordered = sorted(self.queue_lens)
+        return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
+
+    @property
     def max_replica_share(self) -> float:
         """The busiest replica's share of requests (0.5 is perfectly even for two)."""
         return max(self.requests_per_replica.values()) / sum(self.requests_per_replica.values())
@@ -233,20 +154,22 @@ class _Replica:
         self.free_at = 0.0
         # (finish time, total tokens) of requests not finished yet.
         self.in_flight: list[tuple[float, int]] = []
+        self.running_tokens = 0
 
     def advance(self, now: float) -> None:
         while self.in_flight and self.in_flight[0][0] <= now:
-            heapq.heappop(self.in_flight)
+            self.running_tokens -= heapq.heappop(self.in_flight)[1]
 
     def stats(self) -> ReplicaStats:
+        keys = self.cache.keys_mru()
         d = make_routing_stats(
             queue_len=len(self.in_flight),
-            running_tokens=sum(n for _, n in self.in_flight),
+            running_tokens=self.running_tokens,
             free_blocks=0,
             total_blocks=0,
-            gpu_keys=self.cache.keys_mru(),
+            gpu_keys=keys,
             host_keys=(),
-            max_keys_per_tier=len(self.cache.keys_mru()),
+            max_keys_per_tier=len(keys),
         )
         return ReplicaStats.from_dict(d)
 
@@ -267,11 +190,9 @@ def simulate(
     sim: SimConfig,
     rng: random.Random,
     index_config: RouterConfig | None = None,
+    residency: Residency = "index",
 ) -> SimResult:
-    """Route a trace through simulated replicas and measure chunk hits and latency.
-
-    Every policy sees the same inputs: loads, and held tokens from a residency index that
-    learns from decisions and is corrected by the replicas' stats.
+    """Route a trace through simulated replicas and measure chunk hits, queues and latency.
 
     Args:
         policy: the routing policy under test.
@@ -279,53 +200,69 @@ def simulate(
         sim: the cluster model.
         rng: randomness for arrivals and the policy.
         index_config: residency index capacity and grace (default: :class:`RouterConfig`'s).
+        residency: where the policy's ``held`` tokens come from (see the module docstring).
     """
     index_config = index_config or RouterConfig()
     clock = SimClock()
-    index = ChunkResidencyIndex(
-        index_config.max_keys_per_replica, index_config.decision_grace_s, clock
-    )
+    index = ChunkResidencyIndex(index_config.max_keys_per_replica, index_config.decision_grace_s, clock)
     replicas = [_Replica(f"r{i}", sim.cache_tokens) for i in range(sim.num_replicas)]
+    by_id = {r.replica_id: r for r in replicas}
     mean_tokens = statistics.fmean(r.hint.total_tokens for r in requests)
     full_service_s = sim.base_s + sim.compute_s_per_token * mean_tokens
     arrival_rate = sim.utilization * sim.num_replicas / full_service_s
     result = SimResult()
     now = next_stats = 0.0
-    for request in requests:
+    for i, request in enumerate(requests):
         now += rng.expovariate(arrival_rate)
         clock.now = now
         for replica in replicas:
             replica.advance(now)
-        if now >= next_stats:
+        if residency == "index" and now >= next_stats:
             for replica in replicas:
                 index.apply_stats(replica.replica_id, replica.stats())
             next_stats = now + sim.stats_period_s
         hint = request.hint
+        chunk_spans = list(zip(hint.chunk_keys, hint.chunk_tokens))
         loads = [
             ReplicaLoad(
                 r.replica_id,
                 queue_len=len(r.in_flight),
-                running_tokens=sum(n for _, n in r.in_flight),
+                running_tokens=r.running_tokens,
                 max_queue_len=sim.max_queue_len,
-                held=index.held_tokens(r.replica_id, hint),
+                held=_held(residency, index, r, hint, chunk_spans),
             )
             for r in replicas
         ]
         decision = policy.choose(hint, loads, rng)
-        index.record_decision(decision.replica_id, hint)
-        replica = next(r for r in replicas if r.replica_id == decision.replica_id)
-        hit = replica.cache.access(zip(hint.chunk_keys, hint.chunk_tokens))
-        service_s = (
-            sim.base_s
-            + sim.compute_s_per_token * (hint.total_tokens - hit)
-            + sim.hit_s_per_token * hit
-        )
-        start = max(now, replica.free_at)
-        replica.free_at = start + service_s
+        if residency == "index":
+            index.record_decision(decision.replica_id, hint)
+        replica = by_id[decision.replica_id]
+        queue_len = len(replica.in_flight)
+        hit = replica.cache.access(chunk_spans)
+        service_s = sim.base_s + sim.compute_s_per_token * (hint.total_tokens - hit) + sim.hit_s_per_token * hit
+        replica.free_at = max(now, replica.free_at) + service_s
         heapq.heappush(replica.in_flight, (replica.free_at, hint.total_tokens))
+        replica.running_tokens += hint.total_tokens
+        if i < sim.warmup_requests:
+            continue
         result.chunk_tokens += hint.num_chunk_tokens
         result.hit_tokens += hit
         result.requests_per_replica[decision.replica_id] += 1
         result.reasons[decision.reason] += 1
         result.latencies_s.append(replica.free_at - now)
+        result.queue_lens.append(queue_len)
     return result
+
+
+def _held(
+    residency: Residency,
+    index: ChunkResidencyIndex,
+    replica: _Replica,
+    hint: RoutingHint,
+    chunk_spans: list[tuple[str, int]],
+) -> TierTokens:
+    if residency == "index":
+        return index.held_tokens(replica.replica_id, hint)
+    if residency == "exact":
+        return TierTokens(gpu=replica.cache.held_tokens(chunk_spans))
+    return TierTokens()

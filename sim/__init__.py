@@ -1,0 +1,1 @@
+"""Workload simulation for routing policies (tests and benchmarks only; not shipped)."""
