@@ -6,7 +6,6 @@ from pathlib import Path
 
 from bench_report import markdown_table
 
-from engine import LinkPolicy
 
 POLICY_HEADERS = ["policy", "accuracy", "single", "two-hop", "output == full", "KL(full||policy) 1st token",
                   "recomputed", "TTFT ms (median)", "TTFT full / policy", "compiled in batch"]
@@ -36,9 +35,10 @@ def seed_table(summary: dict[str, dict], seeds: list[int]) -> str:
     return markdown_table(["policy", *(f"seed {s}" for s in seeds), "accuracy / full's"], rows)
 
 
-def plot_accuracy(path: Path, summary: dict[str, dict], policies: dict[str, LinkPolicy], title: str) -> bool:
+def plot_accuracy(path: Path, summary: dict[str, dict], families_of: dict[str, str], title: str) -> bool:
     """Accuracy against recomputed fraction: a point per policy, a line through each policy
-    family (same name, by recompute), full as a horizontal reference. False without matplotlib."""
+    family (``families_of``: label -> family, e.g. the policy name and document order, by
+    recompute), full as a horizontal reference. False without matplotlib."""
     try:
         import matplotlib
 
@@ -52,7 +52,7 @@ def plot_accuracy(path: Path, summary: dict[str, dict], policies: dict[str, Link
     families: dict[str, list[str]] = {}
     for label in summary:
         if label != "full":
-            families.setdefault(policies[label].name, []).append(label)
+            families.setdefault(families_of[label], []).append(label)
     for name, labels in families.items():
         labels.sort(key=lambda lb: summary[lb]["recomputed_fraction"])
         xs = [summary[lb]["recomputed_fraction"] * 100 for lb in labels]

@@ -41,12 +41,14 @@ from bench_report import machine_description  # noqa: E402
 
 from deployments.prompting import PromptBuilder  # noqa: E402
 from engine import Engine, EngineConfig, LinkPolicy, SamplingParams, Segment  # noqa: E402
+from deployments.document_order import DOCUMENT_ORDERS  # noqa: E402
 from evals.policy_spec import canonical_label, parse_policy, split_policy_list  # noqa: E402
 from evals.rag_workload import RagExample, WorkloadSpec, generate  # noqa: E402
 from evals.scoring import answer_correct, truncated_kl  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "out"
 FULL = "full"
+AS_GIVEN = "as_given"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -65,7 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--top-logprobs", type=int, default=64, help="N of the truncated first-token KL")
     p.add_argument("--policies", default="full,naive,legolink:k=2,legolink:k=16,legolink:k=32,legolink:k=64,"
                                          "cacheblend:ratio=0.15,cacheblend:ratio=0.5",
-                   help="comma-separated labels name[:field=value,...]; full is added when missing")
+                   help="comma-separated labels name[:field=value,...][@order]; full is added when missing; "
+                        "@order links the documents in a document_order (as_given, retrieval, lexical)")
     p.add_argument("--ttft-n", type=int, default=4, help="prompts per seed timed alone per policy")
     p.add_argument("--kv-gib", type=float, default=1.0, help="paged KV pool")
     p.add_argument("--chunk-pool-gib", type=float, default=2.0, help="resident chunk KV (must hold a seed's chunks)")
@@ -84,16 +87,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def policies_of(text: str) -> list[tuple[str, LinkPolicy]]:
-    """Labelled policies in the order given, ``full`` first (the reference of every comparison)."""
-    out: list[tuple[str, LinkPolicy]] = []
+def policies_of(text: str) -> list[tuple[str, LinkPolicy, str]]:
+    """(label, policy, document order) in the order given, ``full`` in the client's order first
+    (the reference of every comparison)."""
+    out: list[tuple[str, LinkPolicy, str]] = []
     for label in split_policy_list(text):
-        policy = parse_policy(label)
-        if any(policy == q for _, q in out):
+        spec, _, order = label.partition("@")
+        order = order or AS_GIVEN
+        if order not in DOCUMENT_ORDERS:
+            raise ValueError(f"unknown document order {order!r} in {label!r}; valid: {', '.join(DOCUMENT_ORDERS)}")
+        policy = parse_policy(spec)
+        if any(policy == q and order == o for _, q, o in out):
             raise ValueError(f"link policy {label!r} is listed twice")
-        out.append((canonical_label(label), policy))
-    full = [item for item in out if item[1] == LinkPolicy(FULL)]
-    return (full or [(FULL, LinkPolicy(FULL))]) + [item for item in out if item[1] != LinkPolicy(FULL)]
+        name = canonical_label(spec) + ("" if order == AS_GIVEN else f"@{order}")
+        out.append((name, policy, order))
+    ref = [item for item in out if item[1] == LinkPolicy(FULL) and item[2] == AS_GIVEN]
+    return (ref or [(FULL, LinkPolicy(FULL), AS_GIVEN)]) + [item for item in out if item not in ref]
 
 
 def resolve_model(name: str) -> str:
@@ -101,8 +110,8 @@ def resolve_model(name: str) -> str:
     return str(local) if local.is_dir() else name
 
 
-def build_prompt(builder: PromptBuilder, ex: RagExample) -> list[Segment]:
-    docs = [builder.chunk_document(d) for d in ex.documents]
+def build_prompt(builder: PromptBuilder, ex: RagExample, order: str = "as_given") -> list[Segment]:
+    docs = builder.ordered([builder.chunk_document(d) for d in ex.documents], order, ex.question)
     if builder.has_chat_template:
         layout = builder.chat([{"role": "user", "content": ex.question}], docs)
     else:
@@ -129,7 +138,9 @@ def run_seed(engine: Engine, builder: PromptBuilder, args, seed: int) -> dict:
     tok = engine.tokenizer
     spec = WorkloadSpec(seed, args.n, *args.doc_range, args.doc_tokens, args.two_hop_fraction)
     examples = generate(spec, lambda text: len(tok.encode(text, add_special_tokens=False)))
-    prompts = [build_prompt(builder, ex) for ex in examples]
+    orders = dict.fromkeys(order for _, _, order in args.policy_list)
+    prompts_in = {order: [build_prompt(builder, ex, order) for ex in examples] for order in orders}
+    prompts = prompts_in[AS_GIVEN]
     chunks = list(dict.fromkeys(s.token_ids for p in prompts for s in p if s.kind == "chunk"))
     start = time.perf_counter()
     keys = engine.compile_chunks(chunks)
@@ -145,19 +156,20 @@ def run_seed(engine: Engine, builder: PromptBuilder, args, seed: int) -> dict:
     sampling = SamplingParams(max_tokens=args.max_tokens, temperature=0.0, top_logprobs=args.top_logprobs)
     one = SamplingParams(max_tokens=1, temperature=0.0)
     outputs, ttft, batch_s = {}, {}, {}
-    for label, policy in args.policy_list:
+    for label, policy, order in args.policy_list:
         reset_prefix_cache(engine, head)
         start = time.perf_counter()
-        outputs[label] = engine.generate(prompts, sampling, link_policy=policy)
+        outputs[label] = engine.generate(prompts_in[order], sampling, link_policy=policy)
         batch_s[label] = time.perf_counter() - start
         reset_prefix_cache(engine, head)
-        ttft[label] = [engine.generate([p], one, link_policy=policy)[0].stats.ttft_s for p in prompts[: args.ttft_n]]
+        ttft[label] = [engine.generate([p], one, link_policy=policy)[0].stats.ttft_s
+                       for p in prompts_in[order][: args.ttft_n]]
         print(f"seed {seed}: {label}: batch {batch_s[label]:.1f} s", flush=True)
     records = []
     for i, ex in enumerate(examples):
         ref = outputs[FULL][i]
         rows = {}
-        for label, _ in args.policy_list:
+        for label, _, _ in args.policy_list:
             out = outputs[label][i]
             rows[label] = {
                 "text": out.text,
@@ -217,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
     if engine.tokenizer is None:
         raise SystemExit(f"{args.model} has no tokenizer: this benchmark asks questions in text")
     builder = PromptBuilder(engine.tokenizer, engine.model_fingerprint, engine.config.chunk_tokens)
-    labels = [label for label, _ in args.policy_list]
+    labels = [label for label, _, _ in args.policy_list]
     seeds = {seed: run_seed(engine, builder, args, seed) for seed in args.seed_list}
     records = [r for s in seeds.values() for r in s["records"]]
     s = engine.spec
@@ -251,7 +263,9 @@ def main(argv: list[str] | None = None) -> dict:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
         print(f"json: {args.out}")
-    if args.plot and plot_accuracy(args.plot, summary, dict(args.policy_list),
+    families = {label: policy.name + ("" if order == AS_GIVEN else f"@{order}")
+                for label, policy, order in args.policy_list}
+    if args.plot and plot_accuracy(args.plot, summary, families,
                                    f"{args.model}: {len(records)} prompts, {args.doc_range[0]}-{args.doc_range[1]} "
                                    f"docs x ~{args.doc_tokens} tokens"):
         print(f"plot: {args.plot}")

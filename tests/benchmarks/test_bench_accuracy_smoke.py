@@ -14,14 +14,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import bench_accuracy  # noqa: E402
 
-LABELS = ["full", "prefix", "naive", "legolink:k=2", "cacheblend:ratio=0.5"]
+LABELS = ["full", "prefix", "naive", "legolink:k=2", "cacheblend:ratio=0.5", "naive:tail=1.0", "full@lexical"]
 
 
 def test_smoke_run_prints_and_saves_the_side_by_side_table(tmp_path, capsys):
     out, plot = tmp_path / "acc.json", tmp_path / "acc.png"
     results = bench_accuracy.main([
         "--model", "epic-tiny", "--seeds", "1", "--n", "2", "--docs", "2-3", "--doc-tokens", "100",
-        "--max-tokens", "4", "--policies", "prefix,naive,legolink:k=2,cacheblend:ratio=0.5", "--ttft-n", "1",
+        "--max-tokens", "4", "--policies", "prefix,naive,legolink:k=2,cacheblend:ratio=0.5,naive:tail=1.0,full@lexical",
+        "--ttft-n", "1",
         "--out", str(out), "--plot", str(plot)])
     printed = capsys.readouterr().out
 
@@ -46,8 +47,12 @@ def test_smoke_run_prints_and_saves_the_side_by_side_table(tmp_path, capsys):
     # left in the prefix cache.
     prefix = results["policies"]["prefix"]
     assert prefix["recomputed_fraction"] == 1.0 and prefix["same_as_full"] == 1.0
-    for label in LABELS[2:]:
+    for label in LABELS[2:5]:
         assert results["policies"][label]["recomputed_fraction"] < 1.0
+    # An unlimited tail recomputes everything: exactly full's output.
+    tail = results["policies"]["naive:tail=1.0"]
+    assert tail["recomputed_fraction"] == 1.0 and tail["same_as_full"] == 1.0
+    assert results["policies"]["full@lexical"]["recomputed_fraction"] == 1.0
 
     prompts = results["prompts"]
     assert [(p["seed"], p["index"]) for p in prompts] == [(1, 0), (1, 1)]
