@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench_report import markdown_table
-
+from bench_report import markdown_table, pyplot_or_none
 
 POLICY_HEADERS = ["policy", "accuracy", "single", "two-hop", "output == full", "KL(full||policy) 1st token",
                   "recomputed", "TTFT ms (median)", "TTFT full / policy", "compiled in batch"]
@@ -39,13 +38,8 @@ def plot_accuracy(path: Path, summary: dict[str, dict], families_of: dict[str, s
     """Accuracy against recomputed fraction: a point per policy, a line through each policy
     family (``families_of``: label -> family, e.g. the policy name and document order, by
     recompute), full as a horizontal reference. False without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print(f"matplotlib is not installed (the bench extra): skipped {path.name}")
+    plt = pyplot_or_none(path)
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.axhline(summary["full"]["accuracy"] * 100, color="grey", linestyle="--", label="full")

@@ -67,9 +67,9 @@ def update_results(path: Path, key: str, markdown: str) -> None:
     path.write_text(text)
 
 
-def save_line_plot(path: Path, title: str, xlabel: str, ylabel: str, series: dict[str, tuple[list, list]],
-                   logx: bool = False, logy: bool = False) -> bool:
-    """One line per series (name -> (xs, ys)); False when matplotlib is not installed."""
+def pyplot_or_none(path: Path):
+    """``matplotlib.pyplot`` on the Agg backend, or None (saying so) when the bench extra is
+    not installed and ``path`` cannot be drawn."""
     try:
         import matplotlib
 
@@ -77,6 +77,15 @@ def save_line_plot(path: Path, title: str, xlabel: str, ylabel: str, series: dic
         import matplotlib.pyplot as plt
     except ImportError:
         print(f"matplotlib is not installed (the bench extra): skipped {path.name}")
+        return None
+    return plt
+
+
+def save_line_plot(path: Path, title: str, xlabel: str, ylabel: str, series: dict[str, tuple[list, list]],
+                   logx: bool = False, logy: bool = False) -> bool:
+    """One line per series (name -> (xs, ys)); False when matplotlib is not installed."""
+    plt = pyplot_or_none(path)
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, (xs, ys) in series.items():
