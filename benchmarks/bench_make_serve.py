@@ -4,8 +4,9 @@ linked), under `full` and under the default link policy, side by side in one run
 
     .venv/bin/python benchmarks/bench_make_serve.py [--rounds 5] [--docs 4] [--doc-tokens 250]
 
-Each round uses new documents (made-up facts among filler sentences), so "first" always
-compiles. TTFT is the time to the first streamed content token, measured at the client.
+Each round uses new documents (held-out facts among filler, :mod:`evals.rag_workload`), so
+"first" always compiles. TTFT is the time to the first streamed content token, measured at the
+client.
 """
 
 from __future__ import annotations
@@ -25,12 +26,10 @@ import torch
 from bench_report import machine_description, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
-FILLER = ("The weather in spring is often mild and wet.", "Old maps are kept in the archive of the library.",
-          "The market is busy on the first day of the week.", "The bridge was painted again last summer.",
-          "Fresh bread is sold at dawn in the small bakery.", "Travellers often stop at the inn by the road.",
-          "The museum has a large hall of old paintings.", "Letters used to take weeks to arrive.")
-NAMES = ("Vela Morn", "Tobin Harle", "Isra Quell", "Doran Pike", "Mira Sollen", "Kesh Aldane", "Yuri Tamsk")
-CITIES = ("Ostrin", "Quarry Bay", "Lindmark", "Harrowgate", "Selvane", "Brennock", "Kaldor")
+sys.path.insert(0, str(ROOT))
+
+from evals.rag_workload import RagExample, WorkloadSpec, generate  # noqa: E402
+from evals.scoring import answer_correct  # noqa: E402
 
 
 def free_port() -> int:
@@ -39,18 +38,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def documents(rng: random.Random, n: int, doc_tokens: int) -> tuple[list[str], str, str]:
-    """n documents of about ``doc_tokens`` tokens (~1.3 tokens a word), one question, its answer."""
-    people = rng.sample(range(len(NAMES)), n)
-    docs = []
-    for i in people:
-        sentences = [f"{NAMES[i]} lives in {CITIES[(i + rng.randrange(1, 6)) % len(CITIES)]}."]
-        while sum(len(s.split()) for s in sentences) * 1.3 < doc_tokens:
-            sentences.insert(rng.randrange(len(sentences) + 1), rng.choice(FILLER))
-        docs.append(" ".join(sentences))
-    target = rng.randrange(n)
-    answer = docs[target].split(" lives in ")[1].split(".")[0]
-    return docs, f"Where does {NAMES[people[target]]} live?", answer
+def workload(rounds: int, docs: int, doc_tokens: int, seed: int) -> list[RagExample]:
+    """Held-out multi-document questions (:mod:`evals.rag_workload`), ``docs`` documents each,
+    lengths counted with SmolLM2's tokenizer (the served model)."""
+    from transformers import AutoTokenizer
+
+    from engine.model_source import resolve_model_dir
+
+    tok = AutoTokenizer.from_pretrained(resolve_model_dir("smollm2-135m-instruct"))
+    spec = WorkloadSpec(seed, rounds, docs, docs, doc_tokens, two_hop_fraction=0.0)
+    return generate(spec, lambda text: len(tok.encode(text, add_special_tokens=False)))
 
 
 def ttft(url: str, model: str, question: str, docs: list[str], policy: dict | None) -> tuple[float, str]:
@@ -97,17 +94,17 @@ def main() -> None:
         print(f"startup (process start -> listening line): {startup:.1f} s")
         rng = random.Random(args.seed)
         rows = []
-        for label, policy in (("full", {"name": "full"}), ("default", None)):
+        for offset, (label, policy) in enumerate((("full", {"name": "full"}), ("default", None))):
             first_t, again_t, right = [], [], 0
-            for _ in range(args.rounds):
-                docs, question, answer = documents(rng, args.docs, args.doc_tokens)
+            for ex in workload(args.rounds, args.docs, args.doc_tokens, args.seed + 1000 * offset):
+                docs, question = list(ex.documents), ex.question
                 t1, _ = ttft(url, model, question, docs, policy)
                 shuffled = docs[:]
                 rng.shuffle(shuffled)
                 t2, text = ttft(url, model, question, shuffled, policy)
                 first_t.append(t1)
                 again_t.append(t2)
-                right += answer.lower() in text.lower()
+                right += answer_correct(text, ex.answer)
             f, a = statistics.median(first_t), statistics.median(again_t)
             rows.append([label, f, a, f / a, f"{right}/{args.rounds}"])
         print(markdown_table(["link policy", "TTFT first (s)", "TTFT again, reordered (s)", "first / again",
