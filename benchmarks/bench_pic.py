@@ -32,7 +32,8 @@ STORIES = ROOT.parent / "shared" / "models" / "stories260K" / "stories260K.bin"
 OUT = ROOT / "benchmarks" / "out"
 
 POLICIES = [LinkPolicy("full"), LinkPolicy("prefix"), LinkPolicy("naive"), LinkPolicy("legolink", k=2),
-            LinkPolicy("legolink", k=16), LinkPolicy("legolink", k=32), LinkPolicy("cacheblend", ratio=0.15)]
+            LinkPolicy("legolink", k=16), LinkPolicy("legolink", k=32), LinkPolicy("cacheblend", ratio=0.15),
+            LinkPolicy("naive", tail=0.15), LinkPolicy("naive", tail=0.25)]
 
 # 8 layers, hidden 512, GQA: compute dominates on a CPU (DESIGN: "big enough for compute").
 PIC_LLAMA = dict(
@@ -43,15 +44,20 @@ PIC_LLAMA = dict(
 
 
 def ttft(args) -> None:
-    path = write_random_llama(Path(tempfile.gettempdir()) / "epic-bench-pic-llama", PIC_LLAMA)
+    if args.model:
+        model = args.model
+    else:
+        model = str(write_random_llama(Path(tempfile.gettempdir()) / "epic-bench-pic-llama", PIC_LLAMA))
     rng = random.Random(0)
     max_docs = max(args.docs)
-    docs = [[rng.randrange(3, 8192) for _ in range(512)] for _ in range(max_docs)]
-    engine = Engine(EngineConfig(model=str(path), dtype="float32", max_num_batched_tokens=16384,
+    engine = Engine(EngineConfig(model=model, dtype="float32", max_num_batched_tokens=16384,
                                  kv_cache_bytes=2 << 30, chunk_pool_bytes=2 << 30))
+    s = engine.spec
+    vocab = s.vocab_size
+    docs = [[rng.randrange(3, vocab) for _ in range(512)] for _ in range(max_docs)]
     print(f"setup: {machine_description(torch.device('cpu'))}")
-    print(f"model: random Llama {PIC_LLAMA['num_hidden_layers']} layers, hidden {PIC_LLAMA['hidden_size']}, "
-          f"GQA {PIC_LLAMA['num_attention_heads']}/{PIC_LLAMA['num_key_value_heads']}, fp32; chunks of 512 tokens; "
+    print(f"model: {args.model or 'random Llama'}, {s.num_layers} layers, hidden {s.hidden_size}, "
+          f"GQA {s.num_heads}/{s.num_kv_heads}, fp32; chunks of 512 tokens; "
           f"{args.runs} runs per cell (median); chunk KV resident")
     start = time.perf_counter()
     engine.compile_chunks(docs)
@@ -65,9 +71,9 @@ def ttft(args) -> None:
             times = []
             for run in range(args.runs):
                 order = rng.sample(range(max_docs), n)
-                prompt = [Segment.prefix([1] + [rng.randrange(3, 8192) for _ in range(31)])]
+                prompt = [Segment.prefix([1] + [rng.randrange(3, vocab) for _ in range(31)])]
                 prompt += [Segment.chunk(docs[i]) for i in order]
-                prompt.append(Segment.text([rng.randrange(3, 8192) for _ in range(32)]))
+                prompt.append(Segment.text([rng.randrange(3, vocab) for _ in range(32)]))
                 out = engine.generate([prompt], one, link_policy=policy)[0]
                 times.append(out.stats.ttft_s)
             table[policy.label()].append(statistics.median(times))
@@ -77,6 +83,8 @@ def ttft(args) -> None:
     full, lego, blend = table["full"], table["legolink-16"], table["cacheblend-15"]
     print("speedup of legolink-16: " + ", ".join(
         f"{n} docs: {f / l:.1f}x vs full, {b / l:.1f}x vs cacheblend-15" for n, f, l, b in zip(args.docs, full, lego, blend)))
+    tail = table["naive+tail-15"]
+    print("speedup of naive+tail-15: " + ", ".join(f"{n} docs: {f / t:.1f}x vs full" for n, f, t in zip(args.docs, full, tail)))
     _plot(args.docs, table)
 
 
@@ -148,6 +156,7 @@ def main() -> None:
     t = sub.add_parser("ttft")
     t.add_argument("--docs", type=int, nargs="+", default=[2, 4, 8, 16])
     t.add_argument("--runs", type=int, default=3)
+    t.add_argument("--model", default="", help="a model the engine loads (default: a random 8-layer Llama)")
     a = sub.add_parser("accuracy")
     a.add_argument("--prompts", type=int, default=200)
     args = ap.parse_args()

@@ -49,7 +49,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     chunk_pool_bytes: int = 256 * 1024 * 1024
     chunk_tokens: int = 512
-    link_policy: LinkPolicy = field(default_factory=LinkPolicy)
+    link_policy: LinkPolicy = field(default_factory=LinkPolicy.default)
     skip_tokenizer_init: bool = False
     seed: int = 0
 

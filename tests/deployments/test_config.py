@@ -8,6 +8,7 @@ import yaml
 from deployments.app import ROOT, ROUTER_CLASSES, build, request_router_config
 from deployments.cli import main
 from deployments.config import AppConfig, load_config
+from engine import EngineConfig
 
 
 def test_embedded_default_loads():
@@ -17,7 +18,8 @@ def test_embedded_default_loads():
     assert config.replica.num_replicas == 1 and config.replica.request_router == "cache_aware"
     assert (config.http.host, config.http.port) == ("127.0.0.1", 8000)
     assert config.ingress.served_model_name == "smollm2-135m-instruct"
-    assert config.engine.link_policy.label() == "legolink-16"
+    assert config.engine.link_policy.label() == "naive+tail-15"
+    assert config.engine.link_policy == EngineConfig(model="x").link_policy  # the two defaults kept equal
 
 
 def test_relative_paths_resolve_against_the_base_dir(tmp_path):
