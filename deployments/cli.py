@@ -62,7 +62,12 @@ def serve_config(args: argparse.Namespace):
     config = load_config(DEFAULT_CONFIG, base_dir=ROOT) if args.config is None else load_config(args.config)
     engine = {"model": _model_path(args.model), "max_model_len": args.max_model_len, "dtype": args.dtype,
               "link_policy": None if args.link_policy is None else parse_link_policy(args.link_policy)}
-    ingress = {"served_model_name": args.served_model_name, "api_key": args.api_key}
+    served = args.served_model_name
+    if served is None and args.model is not None:  # as in vLLM: the served name is the model's
+        from engine.model_source import served_name_of
+
+        served = served_name_of(engine["model"])
+    ingress = {"served_model_name": served, "api_key": args.api_key}
     http = {"host": args.host, "port": args.port}
     return dataclasses.replace(
         config,
@@ -101,6 +106,11 @@ def _given(values: dict) -> dict:
 def _serve(args: argparse.Namespace) -> int:
     try:
         config = serve_config(args)
+        # Checked (and a GGUF file dequantized into the cache) here, once, before any replica
+        # starts: a bad model is this process's clear error, not a replica failing in Ray's logs.
+        from engine.model_source import resolve_model_dir
+
+        resolve_model_dir(config.engine.model, config.engine.model_cache_dir)
     except ValueError as e:
         print(f"epic serve: {e}", file=sys.stderr)
         return 2

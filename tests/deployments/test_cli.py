@@ -40,6 +40,13 @@ def write_config(tmp_path: Path, tiny_model_dir: Path, **ingress) -> Path:
     return path
 
 
+def test_a_model_argument_names_the_served_model(tmp_path, tiny_model_dir):
+    config = serve_config(args(model=str(tiny_model_dir), config=write_config(tmp_path, tiny_model_dir)))
+    assert config.ingress.served_model_name == tiny_model_dir.resolve().name
+    default = serve_config(args())
+    assert (default.engine.model, default.ingress.served_model_name) == ("smollm2-135m-instruct",) * 2
+
+
 def test_flags_override_the_config(tmp_path, tiny_model_dir):
     path = write_config(tmp_path, tiny_model_dir)
     config = serve_config(args(model=str(tiny_model_dir), config=path, port=1234, host="127.0.0.2",
