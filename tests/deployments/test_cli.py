@@ -119,3 +119,17 @@ def test_epic_serve_model_with_api_key(tmp_path, tiny_model_dir):
         while not lines.empty():
             seen.append(lines.get())
     assert code == 0, "".join(seen)
+
+
+def test_a_bad_model_file_is_a_clear_error_before_ray_starts(tmp_path, capsys):
+    from deployments.cli import main
+
+    bad = tmp_path / "weights.gguf"
+    bad.write_bytes(b"not a gguf file")
+    assert main(["serve", str(bad), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"epic serve: {bad} is not a GGUF file" in err
+    truncated = tmp_path / "cut.gguf"
+    truncated.write_bytes(b"GGUF" + b"\x03\x00\x00\x00")
+    assert main(["serve", str(truncated)]) == 2
+    assert "truncated or malformed GGUF" in capsys.readouterr().err
