@@ -60,7 +60,7 @@ def test_policy_lists_split_on_commas_between_labels():
     ("legolink:k=1.5", "k must be an int, got '1.5'"),
     ("cacheblend:ratio=lots", "ratio must be a float, got 'lots'"),
     ("legolink:k=-1", "k must be an integer >= 0"),
-    ("cacheblend:ratio=2", r"ratio must be in \[0, 1\]"),
+    ("cacheblend:ratio=2", r"ratio must be a number in \[0, 1\]"),
 ])
 def test_bad_labels_are_rejected(label, message):
     with pytest.raises(ValueError, match=message):
