@@ -60,7 +60,6 @@ def file_digest(path: Path) -> bytes:
 def _digest(path_name: str, size: int, mtime_ns: int, inode: int) -> bytes:
     path = Path(path_name)
     h = hashlib.blake2b(digest_size=32)
-    size = path.stat().st_size
     h.update(struct.pack("<Q", size))
     with path.open("rb") as f:
         if size <= FULL_HASH_MAX_BYTES:

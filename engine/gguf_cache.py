@@ -18,6 +18,7 @@ concurrent processes (ingress and engine replicas) convert a file once.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ from engine.gguf_file import inspect_gguf
 
 MANIFEST = "epic-manifest.json"
 LAYOUT_VERSION = 1  # bump when the directory's contents change meaning
+_BLOCK = 8 * 1024 * 1024
 
 
 class CachedModel(NamedTuple):
@@ -54,7 +56,7 @@ def cached_gguf_model(gguf_path: Path, cache_dir: Path) -> CachedModel:
     gguf_path = gguf_path.expanduser().resolve()
     if not gguf_path.is_file():
         raise ValueError(f"model file {gguf_path} does not exist")
-    target = cache_dir.expanduser() / digest_hex(gguf_path)
+    target = cache_dir.expanduser() / source_digest(gguf_path)
     if verify_model_dir(target):  # the same bytes passed inspection when they were converted
         return CachedModel(target, True)
     inspect_gguf(gguf_path)
@@ -70,7 +72,8 @@ def cached_gguf_model(gguf_path: Path, cache_dir: Path) -> CachedModel:
 
 
 def verify_model_dir(model_dir: Path) -> bool:
-    """True when ``model_dir`` holds exactly the files its manifest lists, byte for byte."""
+    """True when ``model_dir`` holds exactly the files its manifest lists, with their sizes and
+    digests (:func:`digest_hex`: every byte of a file up to 2 GiB, header and ends above)."""
     try:
         manifest = json.loads((model_dir / MANIFEST).read_text())
         files = manifest["files"]
@@ -83,6 +86,16 @@ def verify_model_dir(model_dir: Path) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         return False
     return True
+
+
+def source_digest(path: Path) -> str:
+    """blake2b (128-bit) of every byte of a GGUF file, streamed, as hex: the cache key.
+    (Not :func:`digest_hex`: its sampling of files over 2 GiB reads a safetensors header.)"""
+    h = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as f:
+        while block := f.read(_BLOCK):
+            h.update(block)
+    return h.hexdigest()
 
 
 def digest_hex(path: Path) -> str:

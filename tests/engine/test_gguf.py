@@ -16,7 +16,7 @@ from tiny_gguf import write_tiny_gguf
 
 from deployments.model_files import fingerprint_of
 from engine import Engine, EngineConfig, SamplingParams
-from engine.gguf_cache import MANIFEST, cached_gguf_model, digest_hex, verify_model_dir
+from engine.gguf_cache import MANIFEST, cached_gguf_model, digest_hex, source_digest, verify_model_dir
 from engine.model_source import packaged_model_file, resolve_model_dir
 
 GREEDY = SamplingParams(max_tokens=6, temperature=0.0)
@@ -30,7 +30,7 @@ def tiny_gguf(tmp_path_factory) -> Path:
 def test_first_load_converts_and_later_loads_read_the_cache(tiny_gguf, tmp_path):
     cache = tmp_path / "cache"
     first = cached_gguf_model(tiny_gguf, cache)
-    assert not first.from_cache and first.model_dir == cache / digest_hex(tiny_gguf)
+    assert not first.from_cache and first.model_dir == cache / source_digest(tiny_gguf)
     files = json.loads((first.model_dir / MANIFEST).read_text())["files"]
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= set(files)
     second = cached_gguf_model(tiny_gguf, cache)
@@ -49,6 +49,23 @@ def test_first_load_converts_and_later_loads_read_the_cache(tiny_gguf, tmp_path)
     assert rendered == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     out = engine.generate([[1, 40, 41]], GREEDY)[0]
     assert len(out.token_ids) >= 1 and out.finish_reason in ("length", "stop")
+
+
+def test_the_cache_key_hashes_every_byte_of_the_gguf(tiny_gguf, tmp_path, monkeypatch):
+    import hashlib
+
+    from engine import fingerprint
+
+    # Weight-file digests sample files above a size (reading a safetensors header); a GGUF key
+    # must not, whatever the file's size.
+    monkeypatch.setattr(fingerprint, "FULL_HASH_MAX_BYTES", 1024)
+    monkeypatch.setattr(fingerprint, "SAMPLE_BYTES", 256)
+    data = tiny_gguf.read_bytes()
+    assert source_digest(tiny_gguf) == hashlib.blake2b(data, digest_size=16).hexdigest()
+    middle = bytearray(data)
+    middle[len(data) // 2] ^= 0xFF
+    (tmp_path / "middle.gguf").write_bytes(bytes(middle))
+    assert source_digest(tmp_path / "middle.gguf") != source_digest(tiny_gguf)
 
 
 def test_the_same_bytes_give_the_same_directory_and_fingerprint(tiny_gguf, tmp_path):
