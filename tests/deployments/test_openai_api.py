@@ -131,13 +131,20 @@ def test_lexical_document_order_links_the_matching_document_last(client, referen
     assert builder.ordered(docs[::-1], "lexical", question) == [docs[1], docs[0], docs[2]]
     assert builder.ordered(docs, "retrieval", question) == docs[::-1]
     policy = {"name": "naive", "tail": 0.3}
-    layout = builder.chat([{"role": "user", "content": question}], [docs[1], docs[0], docs[2]])
-    ref = expected(reference_engine, layout, SamplingParams(max_tokens=8, temperature=0.0), LinkPolicy("naive", tail=0.3))
+    sampling = SamplingParams(max_tokens=8, temperature=0.0, logprobs=True)
+    messages = [{"role": "user", "content": question}]
+    layout = builder.chat(messages, [docs[1], docs[0], docs[2]])
+    ref = expected(reference_engine, layout, sampling, LinkPolicy("naive", tail=0.3))
+    as_sent = expected(reference_engine, builder.chat(messages, docs[::-1]), sampling, LinkPolicy("naive", tail=0.3))
     out = client.chat.completions.create(
-        model=SERVED_MODEL, messages=[{"role": "user", "content": question}], max_tokens=8, temperature=0,
+        model=SERVED_MODEL, messages=messages, max_tokens=8, temperature=0, logprobs=True,
         extra_body={"documents": [{"text": t} for t in texts[::-1]], "link_policy": policy,
                     "document_order": "lexical"})
     assert out.choices[0].message.content == ref.text
+    # The served prompt is the reordered one: its logprobs, not those of the order sent.
+    served = [c.logprob for c in out.choices[0].logprobs.content]
+    assert served == pytest.approx(ref.logprobs, abs=1e-4)
+    assert served != pytest.approx(as_sent.logprobs, abs=1e-3)
     assert out.usage.prompt_tokens == layout.routing_hint.total_tokens
     with pytest.raises(Exception, match="document_order"):
         client.chat.completions.create(model=SERVED_MODEL, messages=[{"role": "user", "content": question}],
