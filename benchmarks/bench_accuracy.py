@@ -42,7 +42,7 @@ from bench_report import machine_description  # noqa: E402
 from deployments.prompting import PromptBuilder  # noqa: E402
 from engine import Engine, EngineConfig, LinkPolicy, SamplingParams, Segment  # noqa: E402
 from deployments.document_order import DOCUMENT_ORDERS  # noqa: E402
-from evals.policy_spec import canonical_label, parse_policy, split_policy_list  # noqa: E402
+from engine.policy_label import canonical_label, parse_policy, split_policy_list  # noqa: E402
 from evals.rag_workload import RagExample, WorkloadSpec, generate  # noqa: E402
 from evals.scoring import answer_correct, truncated_kl  # noqa: E402
 

@@ -1,6 +1,6 @@
 """End-to-end serving benchmark over HTTP on 127.0.0.1: a multi-user RAG workload.
 
-    .venv/bin/python benchmarks/bench_serving.py [--config infra/local.yaml] [--replicas 2]
+    .venv/bin/python benchmarks/bench_serving.py [--config deployments/default.yaml] [--replicas 2]
         [--docs 24] [--doc-sentences 10] [--docs-per-request 4] [--requests 48]
         [--router-requests 96] [--rate 2.0] [--max-tokens 8] [--runs 1] [--out benchmarks/out]
 
@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from deployments.app import DEFAULT_CONFIG, build  # noqa: E402
+from deployments.app import build  # noqa: E402
 from deployments.config import AppConfig, load_config  # noqa: E402
 
 POLICIES = {
@@ -196,7 +196,7 @@ def plot(policies: dict, routers: dict, path: Path, setup: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    p.add_argument("--config", type=Path, default=None)
     p.add_argument("--replicas", type=int, default=2)
     p.add_argument("--docs", type=int, default=24)
     p.add_argument("--doc-sentences", type=int, default=10)
@@ -213,7 +213,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    base = load_config(args.config, base_dir=ROOT if args.config == DEFAULT_CONFIG else None)
+    base = load_config(args.config)
     base = dataclasses.replace(base, replica=dataclasses.replace(base.replica, num_replicas=args.replicas))
     model = base.ingress.served_model_name
     docs = make_documents(args.docs, args.doc_sentences, random.Random(args.seed))

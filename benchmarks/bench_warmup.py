@@ -4,7 +4,7 @@ request), side by side in one run.
 
     .venv/bin/python benchmarks/bench_warmup.py [--docs 200] [--runs 3] [--requests 5]
 
-The model is the embedded default's (infra/local.yaml, SmolLM2-135M-Instruct), its
+The model is the embedded default's (deployments/default.yaml, SmolLM2-135M-Instruct), its
 dequantized directory copied first so that nothing written meanwhile can change the chunk
 keys under the run. The corpus is generated
 (seeded): documents of a few paragraphs, cut by KVSplit as the serving config says. Warm-up
@@ -28,7 +28,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from deployments.warmup import WarmupOptions, load_app_config, run_warmup, start_workers
+from deployments.config import load_config
+from warmup.job import WarmupOptions, run_warmup, start_workers
 from engine.model_source import resolve_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,8 +58,8 @@ def write_corpus(path: Path, n: int, seed: int) -> list[dict]:
 
 
 def write_config(tmp: Path, model_dir: Path, store: Path) -> Path:
-    """infra/local.yaml with the copied model, a private store and no cluster tier."""
-    config = yaml.safe_load((ROOT / "infra" / "local.yaml").read_text())
+    """deployments/default.yaml with the copied model, a private store and no cluster tier."""
+    config = yaml.safe_load((ROOT / "deployments" / "default.yaml").read_text())
     config["engine"]["model"] = str(model_dir)
     config["store"].update(persistent=f"dir://{store}", object_store_bytes=0)
     config["replica"].update(num_cpus=0)
@@ -81,7 +82,7 @@ def measure_warmup(tmp: Path, model_dir: Path, corpus: Path, workers: int, runs:
         config = write_config(tmp, model_dir, store)
         options = WarmupOptions(corpus=str(corpus), config=config, workers=workers, device="cpu", progress=False)
         start = time.perf_counter()
-        pool = start_workers(load_app_config(config), options)
+        pool = start_workers(load_config(config), options)
         startup = time.perf_counter() - start
         try:
             summary = run_warmup(options, pool=pool)
@@ -120,7 +121,7 @@ def measure_ttft(config: Path, port: int, doc_sets: list[list[dict]], by_id: boo
 
     from deployments.app import build
 
-    serve.run(build(load_app_config(config)), name="bench-warmup", route_prefix="/bench")
+    serve.run(build(load_config(config)), name="bench-warmup", route_prefix="/bench")
     try:
         url = f"http://127.0.0.1:{port}/bench/v1/completions"
         base = {"model": "model", "prompt": QUESTION, "max_tokens": 2, "temperature": 0}  # the copy's name
@@ -145,7 +146,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    source = load_app_config(None)
+    source = load_config(None)
     with tempfile.TemporaryDirectory(prefix="bench-warmup-") as tmp_name:
         tmp = Path(tmp_name)
         model_dir = Path(shutil.copytree(resolve_model_dir(source.engine.model, source.engine.model_cache_dir),

@@ -6,14 +6,13 @@ From a Serve config file (``serve run`` / ``serve deploy`` / a RayService)::
       - name: epic
         route_prefix: /
         import_path: deployments.app:build_app
-        args: {config: infra/local.yaml}
+        args: {config: deployments/default.yaml}
 
 or from Python: ``serve.run(build(load_config(path)))``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -21,11 +20,8 @@ from ray.serve import Application
 from ray.serve.config import RequestRouterConfig
 
 from deployments.config import AppConfig, load_config
-from deployments.ingress import Ingress
+from deployments.http.ingress import Ingress
 from deployments.replica import EngineReplica
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = ROOT / "infra" / "local.yaml"
 
 REPLICA_DEPLOYMENT = "EngineReplica"
 INGRESS_DEPLOYMENT = "Ingress"
@@ -74,8 +70,8 @@ def build(config: AppConfig) -> Application:
 
 def build_app(args: dict[str, Any]) -> Application:
     """Application builder for Serve config files: ``args: {config: PATH}`` (default: the
-    embedded ``infra/local.yaml``; relative paths inside it resolve against the working
-    directory, or the repository root for the embedded default).
+    embedded ``deployments/default.yaml``; relative paths inside a config resolve against the
+    working directory).
 
     Raises:
         ValueError: an unknown argument or a bad config.
@@ -83,6 +79,4 @@ def build_app(args: dict[str, Any]) -> Application:
     unknown = sorted(set(args) - {"config"})
     if unknown:
         raise ValueError(f"unknown build_app argument {unknown[0]!r}; valid: config")
-    if "config" in args:
-        return build(load_config(args["config"]))
-    return build(load_config(DEFAULT_CONFIG, base_dir=ROOT))
+    return build(load_config(args.get("config")))

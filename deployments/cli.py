@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["warmup"]:
         # The warm-up parses its own options (argparse's REMAINDER would not take a leading --flag).
-        from deployments.warmup import main as warmup_main
+        from warmup.job import main as warmup_main
 
         return warmup_main(argv[1:])
     parser = argparse.ArgumentParser(prog="epic", description="epic-serve: position-independent context caching.")
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("model", nargs="?", default=None,
                            help="model directory or hub id (overrides engine.model)")
     serve_cmd.add_argument("--config", type=Path, default=None,
-                           help="serving YAML (default: the embedded infra/local.yaml)")
+                           help="serving YAML (default: the embedded deployments/default.yaml)")
     serve_cmd.add_argument("--host", default=None, help="override http.host")
     serve_cmd.add_argument("--port", type=int, default=None, help="override http.port")
     serve_cmd.add_argument("--max-model-len", type=int, default=None, help="override engine.max_model_len")
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--api-key", default=None,
                            help="require 'Authorization: Bearer KEY' on /v1 routes (ingress.api_key)")
     serve_cmd.add_argument("--link-policy", default=None,
-                           help="default link policy: NAME, NAME:K (legolink:16) or cacheblend:RATIO")
+                           help="default link policy: NAME[:FIELD=VALUE,...], e.g. legolink:k=16 or naive:tail=0.15")
     commands.add_parser("warmup", help="compile a corpus into the chunk store (a Ray job; see epic warmup -h)")
     return _serve(parser.parse_args(argv))
 
@@ -56,10 +56,9 @@ def serve_config(args: argparse.Namespace):
     Raises:
         ValueError: a bad file, flag value or combination, naming it.
     """
-    from deployments.app import DEFAULT_CONFIG, ROOT
     from deployments.config import load_config
 
-    config = load_config(DEFAULT_CONFIG, base_dir=ROOT) if args.config is None else load_config(args.config)
+    config = load_config(args.config)
     engine = {"model": _model_path(args.model), "max_model_len": args.max_model_len, "dtype": args.dtype,
               "link_policy": None if args.link_policy is None else parse_link_policy(args.link_policy)}
     served = args.served_model_name
@@ -77,19 +76,13 @@ def serve_config(args: argparse.Namespace):
 
 
 def parse_link_policy(text: str):
-    """``legolink``, ``legolink:16``, ``cacheblend:0.15`` -> a LinkPolicy."""
-    from engine.segments import LINK_POLICY_NAMES, LinkPolicy
+    """``--link-policy`` (a policy label: ``legolink:k=16``, ``naive:tail=0.15``) -> a LinkPolicy."""
+    from engine.policy_label import parse_policy
 
-    name, _, arg = text.partition(":")
-    if name not in LINK_POLICY_NAMES:
-        raise ValueError(f"--link-policy {text!r}: the name is one of {', '.join(LINK_POLICY_NAMES)}")
-    if not arg:
-        return LinkPolicy(name)
     try:
-        return LinkPolicy(name, ratio=float(arg)) if name == "cacheblend" else LinkPolicy(name, k=int(arg))
-    except ValueError:
-        raise ValueError(f"--link-policy {text!r}: after ':' comes k (an integer) or, for cacheblend, "
-                         "a ratio") from None
+        return parse_policy(text)
+    except ValueError as e:
+        raise ValueError(f"--link-policy {text!r}: {e}") from None
 
 
 def _model_path(model: str | None) -> str | None:

@@ -196,14 +196,17 @@ class AppConfig:
         )
 
 
-def load_config(path: Path | str, base_dir: Path | str | None = None) -> AppConfig:
-    """Read and validate a YAML config file.
+DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")  # shipped inside the package
+
+
+def load_config(path: Path | str | None = None, base_dir: Path | str | None = None) -> AppConfig:
+    """Read and validate a YAML config file (None: the embedded default, ``DEFAULT_CONFIG``).
 
     Raises:
         ValueError: the file is missing, is not YAML, or a key or value is bad (the message
             starts with the file name and names the key path).
     """
-    path = Path(path)
+    path = DEFAULT_CONFIG if path is None else Path(path)
     try:
         text = path.read_text()
     except OSError as e:

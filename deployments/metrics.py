@@ -1,5 +1,5 @@
 """Engine-replica metrics, exported through Ray's metrics (Prometheus on Ray's metrics port);
-the API's request metrics are on the API port (``deployments.api_metrics``).
+the API's request metrics are on the API port (``deployments.http.api_metrics``).
 
 Pure functions turn what happened into :class:`Observation` s; :class:`MetricSink` applies
 them to ``ray.serve.metrics`` objects (``ray.util.metrics`` that Serve tags with the deployment,

@@ -1,6 +1,6 @@
 """A seeded multi-document QA workload for accuracy benchmarks of link policies.
 
-Entities, facts, questions and answers come from :class:`infra.model.data.Generator` on the
+Entities, facts, questions and answers come from :class:`training.data.Generator` on the
 held-out name split; this module makes each of its short fact documents a realistic
 retrieval passage of a requested length in tokens, its fact sentences spread among filler::
 
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from evals.filler import filler_sentence
-from infra.model.data import Generator
+from training.data import Generator
 
 MIN_DOC_TOKENS, MAX_DOC_TOKENS = 100, 500
 MIN_DOCS, MAX_DOCS = 2, 10

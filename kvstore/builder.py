@@ -11,7 +11,7 @@ from kvstore.config import StoreConfig
 from kvstore.directory import DirBlobs
 from kvstore.memory import MemoryTier
 from kvstore.persistent import BlobTier
-from kvstore.registry import DocumentRegistry
+from documents.registry import DocumentRegistry
 from kvstore.tier import Tier
 from kvstore.tiered import TieredStore
 

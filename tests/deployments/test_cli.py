@@ -51,7 +51,7 @@ def test_flags_override_the_config(tmp_path, tiny_model_dir):
     path = write_config(tmp_path, tiny_model_dir)
     config = serve_config(args(model=str(tiny_model_dir), config=path, port=1234, host="127.0.0.2",
                                max_model_len=512, served_model_name="tiny-cli", dtype="bfloat16", api_key="k",
-                               link_policy="cacheblend:0.3"))
+                               link_policy="cacheblend:ratio=0.3"))
     assert config.engine.model == str(tiny_model_dir.resolve())
     assert (config.engine.max_model_len, config.engine.dtype) == (512, "bfloat16")
     assert config.engine.link_policy == LinkPolicy("cacheblend", ratio=0.3)
@@ -63,14 +63,15 @@ def test_flags_override_the_config(tmp_path, tiny_model_dir):
         serve_config(args(config=path, dtype="int3"))
 
 
-@pytest.mark.parametrize("text,policy", [("legolink", LinkPolicy("legolink")), ("legolink:4", LinkPolicy("legolink", 4)),
-                                         ("full", LinkPolicy("full"))])
+@pytest.mark.parametrize("text,policy", [("legolink", LinkPolicy("legolink")), ("legolink:k=4", LinkPolicy("legolink", 4)),
+                                         ("full", LinkPolicy("full")),
+                                         ("naive:tail=0.15", LinkPolicy("naive", tail=0.15))])
 def test_parse_link_policy(text, policy):
     assert parse_link_policy(text) == policy
 
 
 def test_parse_link_policy_refuses():
-    for bad in ("magic", "legolink:x"):
+    for bad in ("magic", "legolink:x", "legolink:k=x", "naive:tail=2"):
         with pytest.raises(ValueError, match="--link-policy"):
             parse_link_policy(bad)
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from deployments.app import ROOT, ROUTER_CLASSES, build, request_router_config
+from deployments.app import ROUTER_CLASSES, build, request_router_config
 from deployments.cli import main
 from deployments.config import AppConfig, load_config
 from engine import EngineConfig
 
 
-def test_embedded_default_loads():
-    config = load_config(ROOT / "infra" / "local.yaml", base_dir=ROOT)
+def test_embedded_default_loads_from_the_installed_package(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths resolve against the working directory
+    config = load_config()
     assert config.engine.model == "smollm2-135m-instruct"
-    assert config.store.persistent == f"dir://{ROOT / '.store'}"
+    assert config.store.persistent == f"dir://{tmp_path / '.store'}"
     assert config.replica.num_replicas == 1 and config.replica.request_router == "cache_aware"
     assert (config.http.host, config.http.port) == ("127.0.0.1", 8000)
     assert config.ingress.served_model_name == "smollm2-135m-instruct"

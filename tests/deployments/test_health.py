@@ -45,7 +45,7 @@ def test_dead_step_loop_is_unhealthy_and_replaced(serve_url, tiny_model_dir, tmp
 
     from deployments.app import request_router_config
     from deployments.config import AppConfig
-    from deployments.ingress import Ingress
+    from deployments.http.ingress import Ingress
 
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     config = AppConfig.from_dict(app_config_dict(tiny_model_dir, tmp_path / "store", num_replicas=1))

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from deployments.chunk_ids import ChunkIdStore
-from deployments.errors import APIError
+from documents.chunk_ids import ChunkIdStore
+from deployments.http.errors import APIError
 from deployments.metrics import Observation, store_observations
-from deployments.bodies import parse_body
+from deployments.http.bodies import parse_body
 from deployments.protocol import ModelInfo
-from deployments.schema import ChatCompletionRequest, CompletionRequest
-from deployments.token_budget import resolve_max_tokens
+from deployments.http.schema import ChatCompletionRequest, CompletionRequest
+from deployments.http.token_budget import resolve_max_tokens
 from engine.sampling_params import SamplingParams, StructuredOutput
 from kvstore.directory import DirBlobs
 from kvstore.keys import chunk_key

@@ -14,7 +14,7 @@ from transformers import AutoTokenizer
 
 from evals import filler
 from evals.rag_workload import WorkloadSpec, generate
-from infra.model import data
+from training import data
 
 ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = 15  # tokens: about half of epic-tiny's longest filler sentence

@@ -9,7 +9,7 @@ from kvstore_helpers import FP, key
 
 from kvstore.builder import build_registry
 from kvstore.config import StoreConfig
-from kvstore.registry import DocumentRecord
+from documents.registry import DocumentRecord
 
 ODD_IDS = ["plain", "a/b/../c", "../../etc/passwd", ".", "ü ñ 😀 \n\t", "x" * 180, "-_=+"]
 

@@ -14,7 +14,7 @@ from kvstore_helpers import FP, key, make_kv
 
 from kvstore.builder import build_registry, build_store
 from kvstore.config import StoreConfig
-from kvstore.registry import DocumentRecord
+from documents.registry import DocumentRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 

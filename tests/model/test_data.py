@@ -9,8 +9,8 @@ import zlib
 import pytest
 import torch
 
-from infra.model import data
-from infra.model.data import Generator, main, read_jsonl
+from training import data
+from training.data import Generator, main, read_jsonl
 
 
 def test_cli_is_seeded_and_writes_jsonl(tmp_path):
@@ -79,7 +79,7 @@ def test_extra_training_questions_are_about_facts_of_the_same_documents():
 
 
 def test_chunk_local_mask_lets_documents_see_only_bos_and_themselves():
-    from infra.model.train import chunk_local_mask
+    from training.train import chunk_local_mask
 
     # BOS, 1 system token, doc A at 2-3, doc B at 4-6, question at 7-8.
     mask = chunk_local_mask(9, [(2, 4), (4, 7)])

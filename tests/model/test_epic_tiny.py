@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
-from infra.model.data import Generator
-from infra.model.prompt import SYSTEM_LINE, build_prompt, document_text, question_text
-from infra.model.qa import answer
+from training.data import Generator
+from training.prompt import SYSTEM_LINE, build_prompt, document_text, question_text
+from training.qa import answer
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,8 +9,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from engine import LinkPolicy
-from infra.model.data import Generator
-from infra.model.evaluate import engine_accuracy
+from training.data import Generator
+from training.evaluate import engine_accuracy
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = [LinkPolicy("full"), LinkPolicy("naive")]

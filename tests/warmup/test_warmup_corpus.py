@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from deployments.warmup_corpus import BadRecord, Corpus, CorpusDocument, S3Access
+from warmup.corpus import BadRecord, Corpus, CorpusDocument, S3Access
 
 GOOD = [{"id": "a", "text": "Alpha text."}, {"id": "b", "text": "Beta text."}]
 

@@ -17,7 +17,8 @@ import pytest
 from warmup_helpers import (  # noqa: F401 (warmup_model_dir is a fixture)
     CHUNK_TOKENS, app_config_dict, corpus_documents, warmup_model_dir, write_config, write_jsonl)
 
-from deployments.warmup import WarmupOptions, load_app_config, main, run_warmup, start_workers
+from deployments.config import load_config
+from warmup.job import WarmupOptions, main, run_warmup, start_workers
 from kvstore.keys import key_from_object_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +74,7 @@ def registry(config_path: Path):
     from deployments.model_files import fingerprint_of
     from kvstore.builder import build_registry
 
-    config = load_app_config(config_path)
+    config = load_config(config_path)
     return build_registry(config.store, fingerprint_of(config.engine))
 
 
@@ -93,7 +94,7 @@ def setup(tmp_path_factory, warmup_model_dir) -> tuple[Path, Path]:
 def pool(ray_session, setup, corpus):
     """One worker for every in-process run of this module (workers take seconds to start)."""
     config, _ = setup
-    pool = start_workers(load_app_config(config), options(corpus, config))
+    pool = start_workers(load_config(config), options(corpus, config))
     yield pool
     pool.close()
 
@@ -107,7 +108,7 @@ def killed(ray_session, setup, corpus):
     config, store = setup
     reg = registry(config)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "deployments.warmup", "--corpus", str(corpus), "--config", str(config), "--no-progress",
+        [sys.executable, "-m", "warmup.job", "--corpus", str(corpus), "--config", str(config), "--no-progress",
          "--batch-docs", "8", "--address", ray_session.get_runtime_context().gcs_address],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -187,7 +188,7 @@ def test_requests_by_id_link_every_chunk_from_the_store(setup, resumed, docs):
     serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
     http = _get_global_client().http_config
     assert http.host == "127.0.0.1"
-    serve.run(build(load_app_config(config)), name="warmup-test", route_prefix="/warmup-test")
+    serve.run(build(load_config(config)), name="warmup-test", route_prefix="/warmup-test")
     try:
         url = f"http://127.0.0.1:{http.port}/warmup-test/v1/completions"
         picked = [docs[i]["id"] for i in (3, 150, 299, 42)]

@@ -13,7 +13,8 @@ from warmup_helpers import app_config_dict, corpus_documents, warmup_model_dir, 
 
 from deployments.model_files import fingerprint_of, tokenizer_of
 from deployments.prompting import PromptBuilder
-from deployments.warmup import WarmupOptions, load_app_config, run_warmup, start_workers
+from deployments.config import load_config
+from warmup.job import WarmupOptions, run_warmup, start_workers
 from kvstore.builder import build_registry
 from kvstore.keys import key_from_object_name
 
@@ -42,7 +43,7 @@ def s3_setup(ray_session, s3_server, tmp_path_factory, warmup_model_dir):
 @pytest.fixture(scope="module")
 def pool(s3_setup):
     config, bucket, _ = s3_setup
-    pool = start_workers(load_app_config(config), WarmupOptions(corpus=f"s3://{bucket}/corpus"))
+    pool = start_workers(load_config(config), WarmupOptions(corpus=f"s3://{bucket}/corpus"))
     yield pool
     pool.close()
 
@@ -61,7 +62,7 @@ def stored_keys(s3_server, bucket) -> set[str]:
 
 def test_s3_corpus_into_the_s3_store_then_a_rerun_skips(s3_server, s3_setup, pool):
     config_path, bucket, docs = s3_setup
-    config = load_app_config(config_path)
+    config = load_config(config_path)
     fingerprint = fingerprint_of(config.engine)
     builder = PromptBuilder(tokenizer_of(config.engine), fingerprint, config.engine.chunk_tokens)
     expected = {d["id"]: builder.chunk_document(d["text"]).chunk_keys for d in docs}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.segments import LinkPolicy
-from evals.policy_spec import canonical_label, parse_policy, policy_label, split_policy_list
+from engine.policy_label import canonical_label, parse_policy, policy_label, split_policy_list
 
 
 @pytest.mark.parametrize("label, policy", [

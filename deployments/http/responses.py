@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from documents.registry import DocumentRecord
 from engine.outputs import RequestStats
 
 Endpoint = Literal["completions", "chat"]
@@ -153,3 +154,14 @@ def usage_chunk(endpoint: Endpoint, request_id: str, created: int, model: str,
                 usage_body: dict[str, Any]) -> dict[str, Any]:
     """The extra last event of ``stream_options.include_usage``: no choices, the usage."""
     return {**_envelope(endpoint, request_id, created, model, True), "choices": [], "usage": usage_body}
+
+def document_body(record: DocumentRecord) -> dict[str, Any]:
+    """A registered document as the API returns it."""
+    return {
+        "id": record.doc_id,
+        "object": "document",
+        "created": int(record.created_at),
+        "chunk_keys": list(record.chunk_keys),
+        "chunk_token_counts": list(record.chunk_token_counts),
+        "num_tokens": record.num_tokens,
+    }

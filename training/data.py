@@ -9,7 +9,7 @@ attribute, which a small model can learn with induction-style heads.
 Entity names are built from syllables and split into two disjoint pools by a stable hash
 (``train`` / ``heldout``), so held-out questions are about entities training never saw.
 
-    python -m infra.model.data --seed 1 --n 500 --out heldout.jsonl
+    python -m training.data --seed 1 --n 500 --out heldout.jsonl
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ class Example:
     """One QA example: documents in prompt order, the question, its answer and provenance
     (question kind, indices of the documents needed, the entity the question names).
 
-    Documents and question are plain text; :mod:`infra.model.prompt` turns them into the
+    Documents and question are plain text; :mod:`training.prompt` turns them into the
     model's prompt format.
     """
 

@@ -1,4 +1,5 @@
-"""API errors in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
+"""API errors in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``, and the
+one place where the documents' domain errors become status codes."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi.responses import JSONResponse
+
+from documents.errors import DocumentError, DocumentIncomplete, DocumentNotFound, InvalidDocument, StoreUnavailable
 
 _TYPES = {
     400: "invalid_request_error",
@@ -70,3 +73,20 @@ def invalid_api_key() -> APIError:
 
 def overloaded(detail: str) -> APIError:
     return APIError(503, f"the server is over capacity ({detail}); retry after {RETRY_AFTER_S} s", code="overloaded")
+
+
+# documents.errors -> (status, code)
+_DOCUMENT_STATUS = {
+    InvalidDocument: (400, None),
+    DocumentNotFound: (404, "document_not_found"),
+    DocumentIncomplete: (409, "document_incomplete"),
+    StoreUnavailable: (503, "store_unavailable"),
+}
+
+
+def as_api_error(error: APIError | DocumentError) -> APIError:
+    """``error`` as the client receives it (an APIError is returned as it is)."""
+    if isinstance(error, APIError):
+        return error
+    status, code = _DOCUMENT_STATUS[type(error)]
+    return APIError(status, error.message, error.field, code)

@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from deployments.api_metrics import APIMetrics
-from deployments.errors import APIError
+from deployments.http.api_metrics import APIMetrics
+from deployments.http.errors import APIError
 from deployments.protocol import Accepted, Failed, StreamDelta
-from deployments.responses import (
+from deployments.http.responses import (
     SSE_DONE,
     Choice,
     Endpoint,

@@ -1,10 +1,10 @@
 """Train epic-tiny: tokenizer, Llama model and Hugging Face directory, from a seed.
 
-    python -m infra.model.train --out models/epic-tiny --seed 0 --steps 1400 --max-minutes 58
+    python -m training.train --out models/epic-tiny --seed 0 --steps 1400 --max-minutes 58
 
 Data are generated on the fly (train-split entity names only; validation uses held-out
 names). Every prompt starts with BOS at position 0 and holds 3-6 documents in random order,
-each tokenized on its own (infra.model.prompt); after the first answer, ``--extra-questions``
+each tokenized on its own (training.prompt); after the first answer, ``--extra-questions``
 more question/answer turns about the same documents follow. The loss is cross-entropy on
 every next token, weighted 1 on answers and EOS and ``--context-weight`` elsewhere.
 
@@ -41,10 +41,10 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-from infra.model.data import Generator
-from infra.model.prompt import SYSTEM_LINE, answer_ids, answer_text, build_prompt, document_text, question_text
-from infra.model.qa import exact_match_accuracy
-from infra.model.tokenizer import train_tokenizer
+from training.data import Generator
+from training.prompt import SYSTEM_LINE, answer_ids, answer_text, build_prompt, document_text, question_text
+from training.qa import exact_match_accuracy
+from training.tokenizer import train_tokenizer
 
 LOG_NAME = "training_log.jsonl"
 CURVE_NAME = "loss_curve.png"

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from infra.model.data import Example
-from infra.model.prompt import build_prompt
+from training.data import Example
+from training.prompt import build_prompt
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from deployments.bodies import Body
+from deployments.http.bodies import Body
 from engine.sampling_params import SamplingParams, StructuredOutput
 from engine.segments import LINK_POLICY_NAMES, LinkPolicy
 from deployments.document_order import DOCUMENT_ORDERS

@@ -19,21 +19,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from deployments.chunk_ids import ChunkIdStore
-from deployments.documents import DocumentLibrary
-from deployments.errors import APIError
+from documents.chunk_ids import ChunkIdStore
+from documents.errors import DocumentError
+from documents.library import DocumentLibrary
 from deployments.model_files import fingerprint_of, tokenizer_of
 from deployments.prompting import ChunkedDocument, PromptBuilder
-from deployments.warmup_corpus import CorpusDocument
-from deployments.warmup_sink import PersistentSink
-from deployments.warmup_summary import WarmupCounts
+from warmup.corpus import CorpusDocument
+from warmup.sink import PersistentSink
+from warmup.summary import WarmupCounts
 from engine.config import EngineConfig
 from kvstore.builder import open_blobs
 from kvstore.config import StoreConfig
 from kvstore.errors import TierError
 from kvstore.keys import ChunkKey
 from kvstore.persistent import BlobTier
-from kvstore.registry import DocumentRegistry
+from documents.registry import DocumentRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class DocumentCompiler:
 
     Args:
         engine_config: the engine as the worker runs it (see
-            :func:`deployments.warmup.warmup_engine_config`).
+            :func:`warmup.job.warmup_engine_config`).
         store_config: the serving app's store; its persistent location receives the chunks and
             the document registry.
         write_threads: chunk writes in flight at once.
@@ -129,7 +129,7 @@ class DocumentCompiler:
         if existing is None or list(existing.chunk_keys) != list(doc.chunk_keys):
             try:
                 self.library.register(doc_id, doc)
-            except APIError as e:
+            except DocumentError as e:
                 return f"cannot register: {e.message}"
             counts.documents_new += 1
         counts.documents += 1

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from deployments.errors import APIError, bad_request
+from deployments.http.errors import APIError, bad_request
 
 
 class Body(BaseModel):

@@ -1,8 +1,8 @@
 """The warm-up job: compile a document corpus into the chunk store before traffic arrives.
 
-    python -m deployments.warmup --corpus PATH|s3://BUCKET/PREFIX [--config FILE] [--workers N]
+    python -m warmup.job --corpus PATH|s3://BUCKET/PREFIX [--config FILE] [--workers N]
     epic warmup --corpus ...                                    (the same)
-    ray job submit --working-dir . -- python -m deployments.warmup --corpus ... --config ...
+    ray job submit --working-dir . -- python -m warmup.job --corpus ... --config ...
 
 It joins the Ray cluster named by ``--address`` or ``RAY_ADDRESS`` (``ray job submit`` sets it)
 and starts a local Ray with the config's ``ray:`` resources otherwise. Either way the serving
@@ -38,8 +38,8 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from deployments.config import AppConfig, load_config
-from deployments.warmup_corpus import BadRecord, Corpus, CorpusDocument, S3Access
-from deployments.warmup_summary import Problem, ProblemLog, WarmupCounts, WarmupSummary
+from warmup.corpus import BadRecord, Corpus, CorpusDocument, S3Access
+from warmup.summary import Problem, ProblemLog, WarmupCounts, WarmupSummary
 from engine.config import EngineConfig
 from kvstore.config import StoreConfig
 
@@ -55,7 +55,7 @@ class WarmupOptions:
 
     Attributes:
         corpus: a JSONL/Parquet file, a directory of them, or ``s3://bucket/prefix``.
-        config: the serving YAML (None: the embedded ``infra/local.yaml``).
+        config: the serving YAML (None: the embedded ``deployments/default.yaml``).
         address: the Ray cluster to join (None: ``RAY_ADDRESS``, else start a local Ray).
         workers: engine workers (0: one per free GPU of the cluster, or 1 without GPUs).
         device: ``auto`` (GPU workers when the cluster has GPUs), ``cpu`` or ``cuda``.
@@ -103,23 +103,17 @@ def warmup_engine_config(config: EngineConfig, device: str) -> EngineConfig:
 
 
 class CompileWorker:
-    """The Ray actor around a :class:`~deployments.warmup_compile.DocumentCompiler`, imported in
+    """The Ray actor around a :class:`~warmup.compile.DocumentCompiler`, imported in
     the worker so that the driver never loads torch."""
 
     def __init__(self, engine_config: EngineConfig, store_config: StoreConfig, write_threads: int):
-        from deployments.warmup_compile import DocumentCompiler
+        from warmup.compile import DocumentCompiler
 
         self._compiler = DocumentCompiler(engine_config, store_config, write_threads)
 
     def process(self, docs: list[CorpusDocument]) -> WarmupCounts:
         return self._compiler.process(docs)
 
-
-def load_app_config(path: Path | None) -> AppConfig:
-    """The serving config (the embedded default when ``path`` is None), as ``epic serve`` reads it."""
-    from deployments.app import DEFAULT_CONFIG, ROOT
-
-    return load_config(DEFAULT_CONFIG, base_dir=ROOT) if path is None else load_config(path)
 
 
 @dataclass
@@ -175,7 +169,7 @@ def run_warmup(options: WarmupOptions, console: TextIO = sys.stderr, pool: Worke
     Raises:
         ValueError: a bad config, corpus location or option (nothing was compiled).
     """
-    config = load_app_config(options.config)
+    config = load_config(options.config)
     if config.store.location.kind == "none":
         raise ValueError("the config's store has no persistent location (store.persistent): "
                          "the serving app could not find what a warm-up wrote")
@@ -287,7 +281,7 @@ def _parser() -> argparse.ArgumentParser:
                                 "and register its documents, so requests can name them by id.")
     p.add_argument("--corpus", required=True, help="JSONL/Parquet file, directory, or s3://BUCKET/PREFIX "
                    "(records with 'id' and 'text')")
-    p.add_argument("--config", type=Path, default=None, help="serving YAML (default: the embedded infra/local.yaml)")
+    p.add_argument("--config", type=Path, default=None, help="serving YAML (default: the embedded deployments/default.yaml)")
     p.add_argument("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--workers", type=int, default=0, help="engine workers (default: one per free GPU, or 1 on CPUs)")
     p.add_argument("--device", choices=DEVICES, default="auto", help="worker hardware (default: GPUs if the "

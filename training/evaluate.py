@@ -1,13 +1,13 @@
 """Measure epic-tiny: full-prefill accuracy, attention sinks, and accuracy per link policy.
 
-    python -m infra.model.data --seed 1 --n 500 --out heldout.jsonl
-    python -m infra.model.evaluate --model models/epic-tiny --data heldout.jsonl \\
+    python -m training.data --seed 1 --n 500 --out heldout.jsonl
+    python -m training.evaluate --model models/epic-tiny --data heldout.jsonl \\
         --policies full,naive,legolink-16,cacheblend-15 --out measurements.json
 
 Accuracy is exact match of the greedy answer (whitespace-stripped). ``full_prefill`` runs
 plain transformers generation; ``--policies`` runs the same prompts through
 ``engine.Engine`` (prefix, one chunk per document, question text). Sink statistics are
-defined in :mod:`infra.model.attention_sinks`.
+defined in :mod:`training.attention_sinks`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import torch
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from engine.segments import LINK_POLICY_NAMES, LinkPolicy
-from infra.model.attention_sinks import sink_stats
-from infra.model.data import Example, read_jsonl
-from infra.model.prompt import build_prompt
-from infra.model.qa import MAX_ANSWER_TOKENS, answer, normalize
+from training.attention_sinks import sink_stats
+from training.data import Example, read_jsonl
+from training.prompt import build_prompt
+from training.qa import MAX_ANSWER_TOKENS, answer, normalize
 
 
 def parse_policy(label: str) -> LinkPolicy:
@@ -86,7 +86,7 @@ def engine_accuracy(model_dir: Path, tokenizer, examples: list[Example], policie
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=Path("models/epic-tiny"))
-    p.add_argument("--data", type=Path, required=True, help="JSONL from infra.model.data")
+    p.add_argument("--data", type=Path, required=True, help="JSONL from training.data")
     p.add_argument("--sink-n", type=int, default=100, help="prompts for the sink statistics")
     p.add_argument("--policies", default="", help="comma-separated, e.g. full,naive,legolink-16,cacheblend-15")
     p.add_argument("--skip-full", action="store_true", help="skip the transformers accuracy pass")

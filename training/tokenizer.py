@@ -7,11 +7,11 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from infra.model.prompt import SYSTEM_LINE
+from training.prompt import SYSTEM_LINE
 
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 
-# Renders exactly what infra.model.prompt builds: BOS, the system line (a system message
+# Renders exactly what training.prompt builds: BOS, the system line (a system message
 # replaces it), the documents (``documents=[{"text": ...}]``), then question/answer turns.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"

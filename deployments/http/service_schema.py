@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from deployments.bodies import Body
-from deployments.schema import ChatMessage
+from deployments.http.bodies import Body
+from deployments.http.schema import ChatMessage
 
 
 class DocumentIn(Body):

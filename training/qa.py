@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
-from infra.model.data import Example
-from infra.model.prompt import build_prompt
+from training.data import Example
+from training.prompt import build_prompt
 
 MAX_ANSWER_TOKENS = 16
 

@@ -25,7 +25,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from kvstore.config import StoreConfig
-from kvstore.registry import MAX_DOC_ID_BYTES
+from documents.registry import MAX_DOC_ID_BYTES
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 PARQUET_SUFFIXES = (".parquet",)

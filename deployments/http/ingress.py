@@ -9,7 +9,7 @@ Per generation request:
          a streaming handle (the router reads its routing_hint) -> first record: Accepted |
          Rejected -> JSON or SSE back to the client (generation)
 
-Every failure the client can cause is an :class:`~deployments.errors.APIError` with an
+Every failure the client can cause is an :class:`~deployments.http.errors.APIError` with an
 OpenAI-style body; the response header ``x-epic-replica`` names the engine replica that served
 the request.
 """
@@ -32,27 +32,28 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, RayServeException
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from deployments.api_metrics import CONTENT_TYPE, APIMetrics
-from deployments.chunk_ids import ChunkIdStore
+from deployments.http.api_metrics import CONTENT_TYPE, APIMetrics
+from documents.chunk_ids import ChunkIdStore
 from deployments.config import IngressConfig
-from deployments.documents import DocumentLibrary, document_body
-from deployments.errors import APIError, bad_request, invalid_api_key, overloaded
-from deployments.generation import Generation, Submitted
+from documents.errors import DocumentError
+from documents.library import DocumentLibrary
+from deployments.http.errors import APIError, as_api_error, bad_request, invalid_api_key, overloaded
+from deployments.http.generation import Generation, Submitted
 from deployments.model_files import fingerprint_of, tokenizer_of
 from deployments.prompting import PromptBuilder, PromptLayout
 from deployments.protocol import Accepted, CompileRequest, EngineRequest, Failed, ModelInfo, Rejected
-from deployments.responses import Endpoint
-from deployments.bodies import parse_body
-from deployments.schema import ChatCompletionRequest, CompletionRequest
-from deployments.service_schema import DetokenizeRequest, RegisterDocumentsRequest, TokenizeRequest
-from deployments.token_budget import resolve_max_tokens
+from deployments.http.responses import Endpoint, document_body
+from deployments.http.bodies import parse_body
+from deployments.http.schema import ChatCompletionRequest, CompletionRequest
+from deployments.http.service_schema import DetokenizeRequest, RegisterDocumentsRequest, TokenizeRequest
+from deployments.http.token_budget import resolve_max_tokens
 from engine.async_engine import EngineError
 from engine.config import EngineConfig
 from engine.segments import prompt_token_ids
 from kvstore.blobs import MemoryBlobs
 from kvstore.builder import open_blobs
 from kvstore.config import StoreConfig
-from kvstore.registry import DocumentRegistry
+from documents.registry import DocumentRegistry
 from router.hint import RoutingHint
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,11 @@ app = FastAPI(title="epic-serve", docs_url=None, redoc_url=None)
 @app.exception_handler(APIError)
 async def _api_error(_: Request, exc: APIError) -> JSONResponse:
     return exc.response()
+
+
+@app.exception_handler(DocumentError)
+async def _document_error(_: Request, exc: DocumentError) -> JSONResponse:
+    return as_api_error(exc).response()
 
 
 @app.exception_handler(StarletteHTTPException)
@@ -127,9 +133,10 @@ class Ingress:
         arrival = time.perf_counter()
         try:
             return await self._start(request, endpoint, arrival)
-        except APIError as e:
-            self.metrics.request_done(endpoint, e.status)
-            raise
+        except (APIError, DocumentError) as e:
+            error = as_api_error(e)
+            self.metrics.request_done(endpoint, error.status)
+            raise error from None
 
     async def _start(self, request: Request, endpoint: Endpoint, arrival: float) -> Response:
         self._authorize(request)

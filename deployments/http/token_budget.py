@@ -3,7 +3,7 @@ default, checked against the context (vLLM's and OpenAI's rules)."""
 
 from __future__ import annotations
 
-from deployments.errors import context_length_exceeded
+from deployments.http.errors import context_length_exceeded
 from deployments.protocol import ModelInfo
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
