@@ -109,7 +109,7 @@ def _plot(docs: list[int], table: dict[str, list[float]]) -> None:
 
 
 def accuracy(args) -> None:
-    from engine.llama2c import convert_llama2c
+    from training.llama2c import convert_llama2c
 
     if not STORIES.exists():
         raise SystemExit(f"{STORIES} is not present")

@@ -111,7 +111,8 @@ def bench_tier(
         raw_get_s = timed(lambda i: raw_get(raw_names[0]), n)
         assert torch.equal(tier.get(keys[0]).view(torch.int16), kv.view(torch.int16))
         rows += [row(name, size_mib, "put", ours_put, raw_put_s), row(name, size_mib, "get", ours_get, raw_get_s)]
-        tier.delete_many(keys)
+        for k in keys:
+            tier.delete(k)
         raw_cleanup()
         print(f"  {name} {size_mib} MiB done", flush=True)
     return rows

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import signal
 import sys
 import threading
@@ -113,12 +112,9 @@ def _serve(args: argparse.Namespace) -> int:
     from ray import serve
 
     from deployments.app import build
+    from kvstore.ray_connect import LocalRay, connect_ray
 
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=False)
-    else:
-        ray.init(address="local", num_cpus=config.ray.num_cpus, object_store_memory=config.ray.object_store_memory,
-                 include_dashboard=False, log_to_driver=False)
+    connect_ray(local=LocalRay(config.ray.num_cpus, config.ray.object_store_memory))
     # After ray.init, which installs its own SIGTERM handler (an abrupt exit).
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -16,14 +16,13 @@ time, so replicas on other processes see absolute paths.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from configs.typed import from_mapping
 from engine.config import EngineConfig
 from engine.model_source import served_name_of
 from kvstore.config import StoreConfig
@@ -181,18 +180,18 @@ class AppConfig:
         if "engine" not in data:
             raise ValueError("the config needs an 'engine' section with at least 'model'")
         base = Path(base_dir) if base_dir is not None else Path.cwd()
-        engine = _dataclass_from(EngineConfig, data["engine"], "engine")
+        engine = from_mapping(EngineConfig, data["engine"], "engine")
         engine = dataclasses.replace(engine, model=_resolve_model(engine.model, base))
-        store = _from_dict_checked(StoreConfig, data.get("store"), "store")
+        store = from_mapping(StoreConfig, data.get("store"), "store")
         store = dataclasses.replace(store, persistent=_resolve_persistent(store.persistent, base))
         return cls(
             engine=engine,
             store=store,
-            router=_from_dict_checked(RouterConfig, data.get("router"), "router"),
-            replica=_dataclass_from(ReplicaConfig, data.get("replica"), "replica"),
-            ingress=_dataclass_from(IngressConfig, data.get("ingress"), "ingress"),
-            http=_dataclass_from(HttpConfig, data.get("http"), "http"),
-            ray=_dataclass_from(RayConfig, data.get("ray"), "ray"),
+            router=from_mapping(RouterConfig, data.get("router"), "router"),
+            replica=from_mapping(ReplicaConfig, data.get("replica"), "replica"),
+            ingress=from_mapping(IngressConfig, data.get("ingress"), "ingress"),
+            http=from_mapping(HttpConfig, data.get("http"), "http"),
+            ray=from_mapping(RayConfig, data.get("ray"), "ray"),
         )
 
 
@@ -235,64 +234,3 @@ def _resolve_persistent(uri: str, base: Path) -> str:
     if location.kind != "dir" or Path(location.path).expanduser().is_absolute():
         return uri
     return "dir://" + str((base / location.path).resolve())
-
-
-def _from_dict_checked(cls: type, data: Any, path: str) -> Any:
-    """Build a section that has its own ``from_dict``, naming unknown keys by path first."""
-    data = _mapping(data, path)
-    valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(valid), key=str)
-    if unknown:
-        raise ValueError(f"unknown key {path}.{unknown[0]}; valid keys: {', '.join(valid)}")
-    try:
-        return cls.from_dict(data)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: {e}") from e
-
-
-def _mapping(data: Any, path: str) -> dict:
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must be a mapping, got {data!r}")
-    return data
-
-
-def _dataclass_from(cls: type, data: Any, path: str) -> Any:
-    """Build a frozen dataclass from a mapping, checking keys and value types by path."""
-    data = _mapping(data, path)
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names), key=str)
-    if unknown:
-        raise ValueError(f"unknown key {path}.{unknown[0]}; valid keys: {', '.join(names)}")
-    values = {name: _check_value(hints[name], value, f"{path}.{name}") for name, value in data.items()}
-    try:
-        return cls(**values)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from e
-
-
-def _check_value(hint: Any, value: Any, path: str) -> Any:
-    """``value`` checked (and int -> float widened) against one field's type."""
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        options = typing.get_args(hint)
-        if value not in options:
-            raise ValueError(f"{path} is {value!r}; valid values: {', '.join(map(str, options))}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _check_value(inner, value, path)
-    if dataclasses.is_dataclass(hint):
-        return _dataclass_from(hint, value, path)
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    if hint is float and (is_int or isinstance(value, float)):
-        return float(value)
-    if (hint is int and is_int) or (hint is bool and isinstance(value, bool)) \
-            or (hint is str and isinstance(value, str)):
-        return value
-    raise ValueError(f"{path} must be {hint.__name__}, got {value!r}")

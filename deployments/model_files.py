@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from engine.config import EngineConfig
-from engine.fingerprint import model_fingerprint
-from engine.loader import load_tokenizer, weight_files
+from engine.fingerprint import fingerprint_of as dir_fingerprint
+from engine.loader import load_tokenizer
 from engine.model_source import resolve_model_dir
 
 
 def fingerprint_of(config: EngineConfig) -> str:
-    """The fingerprint the engine computes for ``config``'s model in its dtype (chunk keys use it).
+    """The fingerprint the engine's loader attaches to ``config``'s model in its dtype (the same
+    function, :func:`engine.fingerprint.fingerprint_of`), without loading the weights.
 
     Raises:
         ValueError: the model cannot be found or has no weights.
     """
     model_dir = resolve_model_dir(config.model, config.model_cache_dir)
-    return model_fingerprint(model_dir / "config.json", weight_files(model_dir), config.dtype)
+    return dir_fingerprint(model_dir, config.dtype)
 
 
 def tokenizer_of(config: EngineConfig):

@@ -245,8 +245,10 @@ class PromptBuilder:
         if text_ids:
             segments.append(Segment.text(text_ids))
         total = len(prefix_ids) + sum(counts) + len(text_ids)
+        # The prefix is keyed like a chunk: the router's prefix affinity (the engine's prefix cache).
+        prefix_key = chunk_key(self.model_fingerprint, prefix_ids) if prefix_ids else None
         hint = RoutingHint(chunk_keys=tuple(keys), chunk_tokens=tuple(counts), prefix_tokens=len(prefix_ids),
-                           total_tokens=total)
+                           prefix_key=prefix_key, total_tokens=total)
         return PromptLayout(tuple(segments), hint, head + "".join(d.text for d in documents) + text)
 
     def _render(self, messages: list[dict], documents: list[dict] | None,

@@ -54,7 +54,6 @@ class CompileRequest:
 
 @dataclass(frozen=True, slots=True)
 class CompileResult:
-    chunk_keys: tuple[str, ...]
     replica_id: str
     persisted: bool  # the persistent tier's background writes finished in time
 

@@ -96,9 +96,9 @@ class EngineReplica:
         Missing chunks are compiled inside the engine's normal steps, next to running requests;
         held ones are only touched.
         """
-        keys = await self.engine.compile_chunks([list(ids) for ids in request.chunk_token_ids])
+        await self.engine.compile_chunks([list(ids) for ids in request.chunk_token_ids])
         persisted = await asyncio.to_thread(self.store.flush, FLUSH_TIMEOUT_S)
-        return CompileResult(tuple(keys), self.replica_id, persisted)
+        return CompileResult(self.replica_id, persisted)
 
     def record_routing_stats(self) -> dict[str, Any]:
         """Load and chunk residency for the router (see :mod:`router.stats`); also the moment

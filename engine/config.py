@@ -68,5 +68,3 @@ class EngineConfig:
         for name in ("num_blocks", "kv_cache_bytes", "max_model_len", "chunk_pool_bytes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"EngineConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if isinstance(self.link_policy, dict):
-            object.__setattr__(self, "link_policy", LinkPolicy(**self.link_policy))

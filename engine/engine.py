@@ -12,8 +12,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from engine import request_stats
 from engine.block_pool import BlockPool
-from engine.chunk_manager import ChunkManager
+from engine.chunk_lifecycle import ChunkLifecycle
 from engine.chunk_pool import ChunkPool
 from engine.chunk_source import ChunkSource
 from engine.config import EngineConfig
@@ -21,8 +22,8 @@ from engine.detokenizer import Detokenizer, TextState
 from engine.kv_manager import KVManager
 from engine.loader import load_model
 from engine.model_runner import ModelRunner, StepResult
-from engine.outputs import RequestOutput, RequestStats
-from engine.request import CompileJob, Request, RequestStatus
+from engine.outputs import RequestOutput
+from engine.request import Request, RequestStatus
 from engine.sampler import SampleRow, make_generator, sample
 from engine.sampling_params import SamplingParams
 from engine.scheduler import Scheduler
@@ -49,10 +50,11 @@ class Engine:
         self.max_model_len = config.max_model_len or self.spec.max_position_embeddings
         num_blocks = config.num_blocks or max(1, config.kv_cache_bytes // self._block_bytes())
         self.block_pool = BlockPool(num_blocks)
-        kv = KVManager(self.block_pool, config.block_size, config.enable_prefix_caching)
+        self.kv = KVManager(self.block_pool, config.block_size, config.enable_prefix_caching)
         self.chunk_pool = ChunkPool(config.chunk_pool_bytes)
-        self.chunks = ChunkManager(self.chunk_pool, chunk_source, self.spec.bos_token_id, self.device, self.dtype)
-        self.scheduler = Scheduler(config, kv, self.chunks)
+        self.chunks = ChunkLifecycle(self.chunk_pool, chunk_source, self.kv, self.spec.bos_token_id,
+                                     self.device, self.dtype)
+        self.scheduler = Scheduler(config, self.kv, self.chunks)
         self.runner = ModelRunner(loaded.model, num_blocks, config.block_size, config.backend,
                                   self.device, self.dtype)
         self.detokenizer = Detokenizer(self.tokenizer)
@@ -91,7 +93,7 @@ class Engine:
                 f"the prompt has {len(ids)} tokens and max_tokens is {sampling.max_tokens}: together over "
                 f"the context of {self.max_model_len} tokens"
             )
-        total_blocks = self.scheduler.kv.blocks_for(len(ids) + sampling.max_tokens)
+        total_blocks = self.kv.blocks_for(len(ids) + sampling.max_tokens)
         if total_blocks > self.block_pool.num_blocks:
             raise ValueError(
                 f"prompt + max_tokens needs {total_blocks} KV blocks; the pool has {self.block_pool.num_blocks}"
@@ -103,11 +105,10 @@ class Engine:
         keys = [chunk_key(self.model_fingerprint, s.token_ids) for s in segments if s.kind == "chunk"]
         rid = request_id if request_id is not None else f"req-{next(self._ids)}"
         req = Request(rid, list(segments), ids, sampling, policy, self.clock(), keys, make_generator(sampling),
-                      cache_salt=cache_salt)
+                      cache_salt=cache_salt, stats=request_stats.created(len(ids)))
         if sampling.structured is not None:
             req.grammar = self._grammar_book().compile(sampling.structured)
             req.matcher = self._grammar_book().matcher(req.grammar)
-        req.stats.prompt_tokens = len(ids)
         return req
 
     def _grammar_book(self) -> GrammarBook:
@@ -167,28 +168,15 @@ class Engine:
 
     def step(self) -> list[RequestOutput]:
         sched = self.scheduler.schedule()
-        for req in sched.linking:
-            self._link(req)
         if not sched.work:
             return []
-        result = self.runner.execute(sched.work)
-        for job, kv in result.captured:
-            job.parts.append(kv)
-        for work in sched.work:
-            if isinstance(work.seq, CompileJob) and not work.seq.pending:
-                self.chunks.finish_job(work.seq)
-                self.scheduler.job_done(work.seq)
+        result = self.runner.execute(sched)
         return self._postprocess(result)
 
-    def _link(self, req: Request) -> None:
-        for span in req.plan.linked:
-            kv = self.chunk_pool.get(req.chunk_keys[span.index])
-            self.runner.link(req.block_ids, span, kv)
-        self.chunks.release(req)
-
     def _postprocess(self, result: StepResult) -> list[RequestOutput]:
+        self.chunks.absorb(result.captured)
         for rid, n in result.blend_dropped.items():
-            self._requests[rid].stats.recomputed_tokens -= n
+            request_stats.blend_dropped(self._requests[rid].stats, n)
         if result.logits is None:
             return []
         reqs = [w.seq for w in result.sampled]
@@ -205,8 +193,8 @@ class Engine:
         outputs = []
         for req, token, logprob, top in zip(reqs, sampled.token_ids, sampled.logprobs, sampled.top_logprobs):
             if not req.output_ids and req.stats.ttft_s is None:
-                req.stats.ttft_s = now - req.arrival_s
-                self.scheduler.kv.publish(req.prompt_ids, req.block_ids, req.plan.exact_len, req.cache_salt)
+                request_stats.first_token(req.stats, now - req.arrival_s)
+                self.kv.publish(req.prompt_ids, req.block_ids, req.plan.exact_len, req.cache_salt)
             req.output_ids.append(token)
             req.logprobs.append(logprob)
             if top is not None:
@@ -229,22 +217,20 @@ class Engine:
                             parent.policy, parent.arrival_s, parent.chunk_keys,
                             make_generator(parent.sampling, i), group_id=parent.group_id, index=i, forked=True,
                             cache_salt=parent.cache_salt, grammar=parent.grammar,
-                            stats=RequestStats(prompt_tokens=len(parent.prompt_ids)))
+                            stats=request_stats.created(len(parent.prompt_ids)))
             if parent.grammar is not None:
                 child.matcher = self._grammar_book().matcher(parent.grammar)
             self._requests[child.request_id] = child
             self._groups[parent.group_id].append(child)
             self._text[child.request_id] = TextState()
-            copies = self.block_pool.allocate(len(partial))
-            if copies is None:
+            forked = self.kv.fork(parent.block_ids, num_full)
+            if forked is None:
                 self.scheduler.add(child)
                 continue
-            for block in parent.block_ids[:num_full]:
-                self.block_pool.share(block)
+            child.block_ids, copies = forked
             self.runner.kv_caches[:, copies] = self.runner.kv_caches[:, partial]
-            child.block_ids = parent.block_ids[:num_full] + copies
             child.plan, child.chunks_resolved, child.status = parent.plan, True, RequestStatus.RUNNING
-            child.stats.shared_prompt = True
+            request_stats.shares_prompt(child.stats)
             self.scheduler.running.append(child)
             children.append(child)
         return children
@@ -272,7 +258,7 @@ class Engine:
         return self._output(req, [token], new_text, finished=reason is not None)
 
     def _output(self, req: Request, new_ids: list[int], new_text: str, finished: bool) -> RequestOutput:
-        req.stats.completion_tokens = len(req.output_ids)
+        request_stats.emitted(req.stats, len(req.output_ids))
         if finished:
             self._requests.pop(req.request_id, None)
             group = self._groups.get(req.group_id, [])
@@ -335,7 +321,7 @@ class Engine:
         return keys
 
     def compiling(self, keys: Sequence[ChunkKey]) -> bool:
-        return any(k in self.chunks.jobs for k in keys)
+        return self.chunks.compiling(keys)
 
     def compile_chunks(self, token_id_lists: Sequence[Sequence[int]]) -> list[ChunkKey]:
         """Compile chunks (if not already resident) into the pool and the chunk source.

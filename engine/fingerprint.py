@@ -23,6 +23,19 @@ SAMPLE_BYTES = 64 * 1024 * 1024
 _VOLATILE_CONFIG_KEYS = ("transformers_version", "_name_or_path")
 
 
+def fingerprint_of(model_dir: Path, dtype_name: str) -> str:
+    """The fingerprint of the model in ``model_dir`` (a Hugging Face directory) run in
+    ``dtype_name``: what the loader attaches to the loaded model and what the ingress and the
+    warm-up put into chunk keys without loading the weights.
+
+    Raises:
+        ValueError: the directory has no weights (see :func:`engine.loader.weight_files`).
+    """
+    from engine.loader import weight_files
+
+    return model_fingerprint(model_dir / "config.json", weight_files(model_dir), dtype_name)
+
+
 def model_fingerprint(config_path: Path, weight_files: list[Path], dtype_name: str) -> str:
     """Hex digest of (canonical config.json, dtype, the weight files).
 

@@ -50,6 +50,24 @@ class KVManager:
             return None
         return shared + fresh, len(shared) * self.block_size
 
+    def allocate_blocks(self, num_tokens: int) -> list[int] | None:
+        """Fresh blocks for ``num_tokens`` positions (a compile job's pages); None when short."""
+        return self.pool.allocate(self.blocks_for(num_tokens))
+
+    def fork(self, block_ids: list[int], num_full: int) -> tuple[list[int], list[int]] | None:
+        """A page table for a sequence that shares ``block_ids``' first ``num_full`` blocks and
+        gets fresh copies of the rest (the caller copies their contents).
+
+        Returns:
+            (the new page table, the fresh blocks in it), or None when the pool is short.
+        """
+        copies = self.pool.allocate(len(block_ids) - num_full)
+        if copies is None:
+            return None
+        for block in block_ids[:num_full]:
+            self.pool.share(block)
+        return block_ids[:num_full] + copies, copies
+
     def ensure_capacity(self, block_ids: list[int], num_tokens: int) -> bool:
         """Grow a page table to hold ``num_tokens``; False when the pool is empty."""
         need = self.blocks_for(num_tokens) - len(block_ids)

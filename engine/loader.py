@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from engine.fingerprint import model_fingerprint
+from engine.fingerprint import fingerprint_of
 from engine.hf_config import load_model_spec
 from engine.model import Model
 from engine.model_source import resolve_model_dir
@@ -63,7 +63,7 @@ def load_model(
     load_weights(net, files)
     net.eval()
     tokenizer = None if skip_tokenizer_init else load_tokenizer(model_dir)
-    fingerprint = model_fingerprint(model_dir / "config.json", files, str(dtype).removeprefix("torch."))
+    fingerprint = fingerprint_of(model_dir, str(dtype).removeprefix("torch."))
     return LoadedModel(model=net, spec=spec, tokenizer=tokenizer, fingerprint=fingerprint)
 
 

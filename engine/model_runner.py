@@ -1,4 +1,5 @@
-"""Runs one engine step on the device: link chunks, forward layer by layer, return logits.
+"""Runs one engine step on the device: write the linked chunks into their pages, forward layer
+by layer (capturing compile jobs' K/V), return the sampled rows' logits.
 
 CacheBlend's selection happens mid-forward: layers 0-1 run for every row; at layer 1 each
 candidate row's fresh K/V is compared with the linked K/V it overwrote (RoPE is a rotation, so
@@ -15,10 +16,9 @@ import torch
 
 from engine.attention import make_attention_backend
 from engine.model import ForwardContext, KVCapture, Model
-from engine.recompute import ChunkSpan
-from engine.request import CompileJob, Request
+from engine.chunk_lifecycle import CompileJob, LinkWrite
 from engine.rope import apply_rope, inverse_frequencies, rope_cos_sin
-from engine.scheduler import ScheduledWork
+from engine.scheduler import ScheduledWork, SchedulerOutput
 from engine.step_batch import StepBatch, build_step_batch, slot_of
 
 BLEND_LAYER = 1  # CacheBlend selects by KV deviation at this layer
@@ -51,10 +51,11 @@ class ModelRunner:
         )
         self.inv_freq = inverse_frequencies(spec).to(device)
 
-    def link(self, block_ids: list[int], span: ChunkSpan, kv: torch.Tensor) -> None:
+    def link(self, write: LinkWrite) -> None:
         """Write a chunk's NoPE KV [num_layers, 2, T, Hkv, D] at its absolute positions."""
+        span, kv = write.span, write.kv
         positions = torch.arange(span.start, span.end, device=self.device)
-        slots = torch.tensor([slot_of(block_ids, p, self.block_size) for p in range(span.start, span.end)],
+        slots = torch.tensor([slot_of(write.block_ids, p, self.block_size) for p in range(span.start, span.end)],
                              device=self.device)
         cos, sin = rope_cos_sin(positions, self.inv_freq)
         blocks, offsets = slots // self.block_size, slots % self.block_size
@@ -62,7 +63,10 @@ class ModelRunner:
         self.kv_caches[:, blocks, 1, offsets] = kv[:, 1].to(self.kv_caches.dtype)
 
     @torch.inference_mode()
-    def execute(self, works: list[ScheduledWork]) -> StepResult:
+    def execute(self, sched: SchedulerOutput) -> StepResult:
+        for write in sched.links:
+            self.link(write)
+        works = sched.work
         positions = [[p for s, e in w.runs for p in range(s, e)] for w in works]
         batch = build_step_batch([w.seq for w in works], positions, self.block_size, self.device)
         capture = self._compile_capture(works, batch)

@@ -1,4 +1,4 @@
-"""The engine's per-sequence state: user requests and chunk compile jobs."""
+"""The engine's per-sequence state of a user request (chunk compile jobs: :mod:`engine.chunk_lifecycle`)."""
 
 from __future__ import annotations
 
@@ -72,29 +72,3 @@ class Request:
     @property
     def in_prefill(self) -> bool:
         return bool(self.pending)
-
-
-@dataclass(slots=True, eq=False)
-class CompileJob:
-    """Prefill of one chunk alone, behind BOS, capturing every layer's NoPE K and V.
-
-    Rows ``[0, num_skip)`` (the BOS) are computed but not captured.
-    """
-
-    key: ChunkKey
-    token_ids: list[int]  # [BOS] + chunk ids
-    num_skip: int
-    pending: list[Run]
-    block_ids: list[int] = field(default_factory=list)
-    parts: list[torch.Tensor] = field(default_factory=list)  # [num_layers, 2, n, Hkv, D] pieces
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.token_ids)
-
-    @property
-    def num_chunk_tokens(self) -> int:
-        return len(self.token_ids) - self.num_skip
-
-    def token_at(self, pos: int) -> int:
-        return self.token_ids[pos]

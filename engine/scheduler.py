@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engine.chunk_manager import ChunkManager
+from engine import request_stats
+from engine.chunk_lifecycle import ChunkLifecycle, CompileJob, LinkWrite
 from engine.config import EngineConfig
 from engine.kv_manager import KVManager
 from engine.recompute import Run, merge_runs, plan_prompt, prefix_cacheable_len
-from engine.request import CompileJob, Request, RequestStatus
+from engine.request import Request, RequestStatus
 
 
 @dataclass(slots=True)
@@ -37,7 +38,7 @@ class ScheduledWork:
 @dataclass(slots=True)
 class SchedulerOutput:
     work: list[ScheduledWork] = field(default_factory=list)
-    linking: list[Request] = field(default_factory=list)  # write their chunks before the forward
+    links: list[LinkWrite] = field(default_factory=list)  # written into pages before the forward
 
 
 def take_positions(pending: list[Run], budget: int) -> list[Run]:
@@ -60,19 +61,18 @@ def intersect_runs(a: tuple[Run, ...], b: list[Run]) -> tuple[Run, ...]:
 
 
 class Scheduler:
-    def __init__(self, config: EngineConfig, kv: KVManager, chunks: ChunkManager):
+    def __init__(self, config: EngineConfig, kv: KVManager, chunks: ChunkLifecycle):
         self.config = config
         self.kv = kv
         self.chunks = chunks
         self.waiting: list[Request] = []  # arrival order
         self.running: list[Request] = []  # arrival order
-        self.compiling: list[CompileJob] = []  # jobs holding blocks
 
     def add(self, request: Request) -> None:
         self.waiting.append(request)
 
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running or self.compiling or self.chunks.queue)
+        return bool(self.waiting or self.running or self.chunks.has_work())
 
     def schedule(self) -> SchedulerOutput:
         out = SchedulerOutput()
@@ -113,25 +113,18 @@ class Scheduler:
         return work.num_tokens
 
     def _schedule_compiles(self, budget: int, out: SchedulerOutput) -> int:
-        for job in self.compiling:
+        for job in self.chunks.running:
             if budget == 0:
                 return 0
-            runs = take_positions(job.pending, budget)
-            out.work.append(ScheduledWork(job, runs, sample=False))
-            budget -= sum(e - s for s, e in runs)
-        queue = self.chunks.queue
-        while queue and budget > 0:
-            job = queue[0]
-            blocks = self.kv.pool.allocate(self.kv.blocks_for(job.num_tokens))
-            if blocks is None:
-                break
-            queue.popleft()
-            job.block_ids = blocks
-            self.compiling.append(job)
-            runs = take_positions(job.pending, budget)
-            out.work.append(ScheduledWork(job, runs, sample=False))
-            budget -= sum(e - s for s, e in runs)
+            budget -= self._schedule_job_piece(job, budget, out)
+        while budget > 0 and (job := self.chunks.start_next_job()) is not None:
+            budget -= self._schedule_job_piece(job, budget, out)
         return budget
+
+    def _schedule_job_piece(self, job: CompileJob, budget: int, out: SchedulerOutput) -> int:
+        work = ScheduledWork(job, take_positions(job.pending, budget), sample=False)
+        out.work.append(work)
+        return work.num_tokens
 
     def _admit(self, budget: int, out: SchedulerOutput) -> None:
         for req in list(self.waiting):
@@ -139,8 +132,7 @@ class Scheduler:
                 return
             if req.policy.reuses_chunks:
                 if not req.chunks_resolved:
-                    chunk_ids = [s.token_ids for s in req.segments if s.kind == "chunk"]
-                    self.chunks.resolve(req, chunk_ids, count_stats=req.stats.num_preemptions == 0)
+                    request_stats.chunks_found(req.stats, self.chunks.resolve(req))
                 if not self.chunks.ready(req):
                     continue  # compiling; requests behind it may go first
             segments = req.effective_segments()
@@ -151,19 +143,13 @@ class Scheduler:
             req.block_ids, hit = alloc
             req.plan = plan_prompt(segments, req.policy, hit)
             req.pending = list(req.plan.runs)
-            if req.stats.num_preemptions == 0:
-                req.stats.prefix_hit_tokens = hit
-                req.stats.recomputed_tokens = req.plan.num_computed
+            request_stats.admitted(req.stats, hit, req.plan.num_computed)
             req.status = RequestStatus.RUNNING
             self.waiting.remove(req)
             self.running.append(req)
             if req.plan.linked:
-                out.linking.append(req)
+                out.links.extend(self.chunks.links(req))
             budget -= self._schedule_prompt_piece(req, budget, out)
-
-    def job_done(self, job: CompileJob) -> None:
-        self.compiling.remove(job)
-        self.kv.free(job.block_ids)
 
     def preempt(self, req: Request) -> None:
         """Free a running request's blocks; it is recomputed from its tokens when readmitted."""
@@ -172,7 +158,7 @@ class Scheduler:
         self.chunks.release(req)
         req.status = RequestStatus.WAITING
         req.plan, req.pending, req.chunks_resolved = None, [], False
-        req.stats.num_preemptions += 1
+        request_stats.preempted(req.stats)
         i = 0
         while i < len(self.waiting) and self.waiting[i].arrival_s <= req.arrival_s:
             i += 1

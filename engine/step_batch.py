@@ -12,7 +12,8 @@ import torch
 
 from engine.attention.base import AttentionMetadata, SegmentLayout, build_metadata
 from engine.recompute import Run
-from engine.request import CompileJob, Request
+from engine.chunk_lifecycle import CompileJob
+from engine.request import Request
 
 
 def runs_of(positions: list[int]) -> list[Run]:

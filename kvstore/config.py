@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
+
+from configs.typed import check_types, from_mapping
 
 MiB = 1024 * 1024
 PERSISTENT_FORMS = "'dir://PATH', a plain PATH, 's3://BUCKET/PREFIX', or '' for none"
@@ -100,11 +102,7 @@ class StoreConfig:
     directory_shards: int = 1
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            expected = {"int": int, "float": (int, float), "str": str, "bool": bool}[str(f.type)]
-            if isinstance(value, bool) and expected is not bool or not isinstance(value, expected):
-                raise ValueError(f"StoreConfig.{f.name} must be {f.type}, got {value!r}")
+        check_types(self)
         for name in ("memory_bytes", "object_store_bytes", "object_store_ref_cache_bytes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"StoreConfig.{name} must be >= 0, got {getattr(self, name)}")
@@ -129,14 +127,10 @@ class StoreConfig:
         return parse_persistent(self.persistent)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> StoreConfig:
+    def from_dict(cls, d: dict[str, Any] | None) -> StoreConfig:
         """Build from a mapping (the ``store:`` section of the serving YAML).
 
         Raises:
             ValueError: naming any unknown key (and listing the valid ones) or a bad value.
         """
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(d) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown store config key {unknown[0]!r}; valid keys: {', '.join(valid)}")
-        return cls(**d)
+        return from_mapping(cls, d, "store")

@@ -29,7 +29,6 @@ meets it re-creates and then retries). Until the chunks are put again, clients s
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import warnings
 import zlib
@@ -46,6 +45,7 @@ from kvstore.cluster_index import ClusterIndex, RefCache
 from kvstore.config import StoreConfig
 from kvstore.errors import TierError
 from kvstore.keys import ChunkKey
+from kvstore.ray_connect import NoRayCluster, connect_ray
 from kvstore.tensors import dtype_name, payload_view, tensor_from_payload
 from kvstore.tier import Evicted, PutResult, Tier
 
@@ -166,12 +166,10 @@ def open_directories(config: StoreConfig, placements: Sequence | None = None) ->
 def ray_available() -> bool:
     """Whether this process is connected to Ray, connecting first when ``RAY_ADDRESS`` names a
     cluster. Never starts a new Ray instance."""
-    if ray.is_initialized():
-        return True
-    if not os.environ.get("RAY_ADDRESS"):
-        return False
     try:
-        ray.init(log_to_driver=False)
+        connect_ray()
+    except NoRayCluster:
+        return False
     except ConnectionError as err:
         logger.warning("RAY_ADDRESS is set but Ray is not reachable (%s); running without the object-store tier", err)
         return False

@@ -9,7 +9,6 @@ default to loops; tiers with a cheaper batched path override them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -39,7 +38,7 @@ class PutResult(NamedTuple):
 
 
 class Tier(ABC):
-    """get / put / contains / delete by chunk key, plus batched forms."""
+    """get / put / contains / delete by chunk key."""
 
     name: str
 
@@ -59,19 +58,6 @@ class Tier(ABC):
     @abstractmethod
     def delete(self, key: ChunkKey) -> None:
         """Drop ``key`` if present."""
-
-    def get_many(self, keys: Sequence[ChunkKey]) -> list[torch.Tensor | None]:
-        return [self.get(key) for key in keys]
-
-    def put_many(self, items: Sequence[tuple[ChunkKey, torch.Tensor]]) -> list[PutResult]:
-        return [self.put(key, kv) for key, kv in items]
-
-    def contains_many(self, keys: Sequence[ChunkKey]) -> list[bool]:
-        return [self.contains(key) for key in keys]
-
-    def delete_many(self, keys: Sequence[ChunkKey]) -> None:
-        for key in keys:
-            self.delete(key)
 
     def close(self) -> None:
         """Release the tier's local resources (never the shared data)."""

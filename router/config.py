@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from configs.typed import from_mapping
+
 FALLBACKS = ("power_of_two", "least_loaded")
 
 
@@ -77,31 +79,9 @@ class RouterConfig:
             ValueError: a key is unknown (the message names it and lists the valid ones) or a
                 value has the wrong type or range.
         """
-        d = dict(d or {})
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(fields))
-        if unknown:
-            raise ValueError(
-                f"unknown router config key {unknown[0]!r}; valid keys: {', '.join(fields)}"
-            )
-        for name, value in d.items():
-            d[name] = _coerce(name, fields[name].type, value)
-        return cls(**d)
+        return from_mapping(cls, None if d is None else dict(d), "router")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serializable dict (``RequestRouterConfig.request_router_kwargs`` needs one)."""
         return dataclasses.asdict(self)
 
-
-def _coerce(name: str, type_name: str, value: Any) -> Any:
-    """Check one YAML value against its field's annotation (given as a string)."""
-    is_int = isinstance(value, int) and not isinstance(value, bool)
-    if type_name == "float" and (is_int or isinstance(value, float)):
-        return float(value)
-    if type_name == "int" and is_int:
-        return value
-    if type_name == "int | None" and (value is None or is_int):
-        return value
-    if type_name == "str" and isinstance(value, str):
-        return value
-    raise ValueError(f"router config key {name!r} expects {type_name}, got {value!r}")

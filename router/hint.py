@@ -26,7 +26,7 @@ class RoutingHint:
         chunk_keys: the chunk key of every ``chunk`` segment, in prompt order (repeats allowed).
         chunk_tokens: token count of each chunk, parallel to ``chunk_keys``.
         prefix_tokens: tokens in the ``prefix`` segment (0 when there is none).
-        prefix_key: hash of the prefix segment (prefix affinity); None when not computed.
+        prefix_key: hash of the prefix segment (prefix affinity); None when there is none.
         total_tokens: every prompt token (prefix + chunks + text).
     """
 

@@ -62,7 +62,6 @@ class DocumentCompiler:
         self.tier = BlobTier(store_config.location.kind, blobs, fingerprint)
         self.sink = PersistentSink(self.tier, write_threads, max_pending=2 * write_threads)
         self.engine = Engine(engine_config, chunk_source=self.sink)
-        assert self.engine.model_fingerprint == fingerprint, "the engine and the store disagree on the model"
         self.builder = PromptBuilder(tokenizer_of(engine_config), fingerprint, engine_config.chunk_tokens)
         self.library = DocumentLibrary(self.builder, DocumentRegistry(blobs, fingerprint),
                                        ChunkIdStore(blobs, fingerprint))

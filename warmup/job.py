@@ -28,7 +28,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import sys
 import time
 from collections import deque
@@ -198,16 +197,10 @@ def run_warmup(options: WarmupOptions, console: TextIO = sys.stderr, pool: Worke
 
 def _connect(options: WarmupOptions, config: AppConfig) -> bool:
     """Join the cluster (``--address`` / ``RAY_ADDRESS``) or start a local Ray; True if started."""
-    import ray
+    from kvstore.ray_connect import LocalRay, connect_ray
 
-    if ray.is_initialized():
-        return False
-    if options.address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=options.address, log_to_driver=False)
-        return False
-    ray.init(address="local", num_cpus=max(config.ray.num_cpus, options.workers),
-             object_store_memory=config.ray.object_store_memory, include_dashboard=False, log_to_driver=False)
-    return True
+    return connect_ray(options.address, LocalRay(max(config.ray.num_cpus, options.workers),
+                                                 config.ray.object_store_memory))
 
 
 def _batches(corpus: Iterable[CorpusDocument | BadRecord], size: int,

@@ -280,9 +280,6 @@ class Ingress:
             raise overloaded(str(e)) from None
         except ValueError as e:  # the engine refused a chunk (e.g. chunk_tokens over the context)
             raise bad_request(str(e), "documents") from None
-        if list(result.chunk_keys) != list(chunks.values()):
-            raise APIError(500, "the engine replica computed other chunk keys: it serves another model",
-                           code="model_mismatch")
         records = [await self._off_loop(self._io, self.documents.register, i, d) for i, d in zip(ids, docs)]
         return {"object": "list", "data": [document_body(r) for r in records], "replica": result.replica_id,
                 "persisted": result.persisted}

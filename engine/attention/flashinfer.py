@@ -8,10 +8,7 @@ alignment is exactly the query-segment contract of :mod:`engine.attention.base`.
 applied in the kernels (``pos_encoding_mode="NONE"``): the model rotates Q and K before they
 reach the pages.
 
-CUDA graphs (opt-in, :meth:`FlashInferAttentionBackend.enable_cuda_graphs`): a pure-decode step
-with at most the largest bucket's segments is planned on a fixed-size decode wrapper whose
-metadata lives in persistent device buffers, so a model forward captured at that batch size
-replays with the new step's page tables. ``flashinfer`` is imported only when this backend is
+``flashinfer`` is imported only when this backend is
 built (it is the optional ``gpu`` extra and needs CUDA for every kernel).
 """
 
@@ -25,8 +22,6 @@ from engine.attention.flashinfer_plan import (
     PagedPlan,
     RowSelection,
     StepPlan,
-    pad_decode_plan,
-    pick_graph_batch_size,
     plan_step,
     use_tensor_cores,
 )
@@ -96,55 +91,12 @@ class FlashInferAttentionBackend(AttentionBackend):
         self._decode = self._flashinfer.BatchDecodeWithPagedKVCacheWrapper(
             self._workspace, "NHD", use_tensor_cores=self._tensor_cores, backend=kernel_backend
         )
-        self._graph_decode: dict[int, object] = {}  # batch size -> graph-mode decode wrapper
-        self._max_graph_pages_per_request = 0
         self._step: StepPlan | None = None
-        self.graph_batch_size: int | None = None
-
-    def enable_cuda_graphs(self, batch_sizes: tuple[int, ...], max_pages_per_request: int) -> None:
-        """Allocate a fixed-size decode wrapper per batch size, for CUDA-graph capture.
-
-        After this, :meth:`plan` of a pure-decode step with ``S <= max(batch_sizes)`` segments
-        pads it to the smallest bucket ``B >= S`` and sets :attr:`graph_batch_size` to ``B``;
-        :meth:`forward` then takes ``q`` with ``B`` rows (rows ``S..B-1`` are padding whose
-        outputs are garbage). A model runner captures one graph per bucket after a first plan
-        and replays it after every later plan of the same bucket.
-
-        Args:
-            batch_sizes: the buckets, e.g. :func:`engine.attention.flashinfer_plan.graph_batch_sizes`.
-            max_pages_per_request: most pages one sequence can hold (ceil(max_model_len / block)).
-        """
-        if not batch_sizes or min(batch_sizes) < 1:
-            raise ValueError(f"CUDA-graph batch sizes must be >= 1, got {batch_sizes!r}")
-        if max_pages_per_request < 1:
-            raise ValueError(f"max_pages_per_request must be >= 1, got {max_pages_per_request}")
-        self._max_graph_pages_per_request = max_pages_per_request
-        for b in sorted(set(batch_sizes)):
-            self._graph_decode[b] = self._flashinfer.BatchDecodeWithPagedKVCacheWrapper(
-                self._workspace,
-                "NHD",
-                use_cuda_graph=True,
-                use_tensor_cores=self._tensor_cores,
-                paged_kv_indptr_buffer=torch.zeros(b + 1, dtype=torch.int32, device=self.device),
-                paged_kv_indices_buffer=torch.zeros(
-                    b * max_pages_per_request, dtype=torch.int32, device=self.device
-                ),
-                paged_kv_last_page_len_buffer=torch.zeros(b, dtype=torch.int32, device=self.device),
-                backend=self._kernel_backend,
-            )
 
     def plan(self, meta: AttentionMetadata) -> None:
         assert meta.num_segments > 0, "nothing to plan"
         step = plan_step(meta)
         self._step = step
-        self.graph_batch_size = None
-        if step.prefill is None and self._graph_decode:
-            b = pick_graph_batch_size(step.decode.batch_size, tuple(self._graph_decode))
-            pages = max(int(n) for n in step.decode.kv_page_indptr.diff())
-            if b is not None and pages <= self._max_graph_pages_per_request:
-                self._plan_decode(self._graph_decode[b], pad_decode_plan(step.decode, b))
-                self.graph_batch_size = b
-                return
         if step.decode is not None:
             self._plan_decode(self._decode, step.decode)
         if step.prefill is not None:
@@ -181,17 +133,12 @@ class FlashInferAttentionBackend(AttentionBackend):
         )
 
     def forward(self, q: torch.Tensor, kv_cache: torch.Tensor) -> torch.Tensor:
-        # q: [N, Hq, D] (or [B, Hq, D] under a CUDA graph); kv_cache: [num_blocks, 2, bs, Hkv, D]
+        # q: [N, Hq, D]; kv_cache: [num_blocks, 2, bs, Hkv, D]
         step = self._step
         assert step is not None, "plan() before forward()"
         assert q.dtype == self.dtype and kv_cache.dtype == self.dtype, (
             f"flashinfer backend planned for {self.dtype}, got q {q.dtype} and KV {kv_cache.dtype}"
         )
-        if self.graph_batch_size is not None:
-            assert q.shape[0] == self.graph_batch_size, (
-                f"graph-planned decode takes {self.graph_batch_size} padded rows, got {q.shape[0]}"
-            )
-            return self._graph_decode[self.graph_batch_size].run(q, kv_cache)
         assert q.shape[0] == step.num_rows, f"planned {step.num_rows} rows, got {q.shape[0]}"
         if step.prefill is None:
             return self._decode.run(q, kv_cache)

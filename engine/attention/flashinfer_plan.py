@@ -18,10 +18,6 @@ A step is split by segment length:
 Each part's rows are a :data:`RowSelection` of the batch: a slice when they are contiguous (a
 free view), else an index tensor (one gather of ``q`` and one scatter of the output per layer).
 
-CUDA graphs replay a decode step at a fixed batch size ``B`` (a bucket >= the real segment
-count ``S``); :func:`pad_decode_plan` appends ``B - S`` one-slot dummy requests on page
-``pad_page_id`` whose outputs the caller discards.
-
 The CSR arrays the wrappers read on the host (``qo_indptr``, ``kv_page_indptr``,
 ``kv_last_page_len``) are built from the metadata's host mirrors and stay on the host, so
 planning never reads the device; ``kv_page_indices`` stays on the metadata's device.
@@ -55,8 +51,6 @@ class PagedPlan:
         kv_page_indices: [P] int32, on the metadata's device: block ids in position order.
         kv_last_page_len: [B] int32, host: valid slots in each request's last page (1..page_size).
         page_size: tokens per page.
-        num_real: requests that are real segments (the first ``num_real``); the rest pad a
-            CUDA-graph batch.
     """
 
     qo_indptr: torch.Tensor
@@ -64,7 +58,6 @@ class PagedPlan:
     kv_page_indices: torch.Tensor
     kv_last_page_len: torch.Tensor
     page_size: int
-    num_real: int
 
     @property
     def batch_size(self) -> int:
@@ -130,7 +123,6 @@ def paged_plan(meta: AttentionMetadata, segment_ids: list[int]) -> PagedPlan:
         kv_page_indices=indices,
         kv_last_page_len=torch.tensor(last_page_len, dtype=torch.int32),
         page_size=bs,
-        num_real=len(segment_ids),
     )
 
 
@@ -147,44 +139,6 @@ def plan_step(meta: AttentionMetadata) -> StepPlan:
         prefill_rows=_rows_of(qo, prefill_ids, device) if prefill_ids else None,
         num_rows=meta.num_rows,
     )
-
-
-def pad_decode_plan(plan: PagedPlan, batch_size: int, pad_page_id: int = 0) -> PagedPlan:
-    """Pad a decode plan to ``batch_size`` requests with one-slot requests on ``pad_page_id``.
-
-    The padded requests read one (arbitrary) slot of that page; their outputs are garbage
-    that the caller drops. ``pad_page_id`` must be a valid block id of the cache.
-    """
-    assert plan.is_decode, "only decode plans are padded"
-    extra = batch_size - plan.batch_size
-    assert extra >= 0, f"cannot pad {plan.batch_size} requests down to {batch_size}"
-    if extra == 0:
-        return plan
-    num_pages = int(plan.kv_page_indptr[-1])
-    pad = torch.full((extra,), pad_page_id, dtype=torch.int32, device=plan.kv_page_indices.device)
-    return PagedPlan(
-        qo_indptr=torch.arange(batch_size + 1, dtype=torch.int32),
-        kv_page_indptr=torch.cat(
-            [plan.kv_page_indptr, num_pages + torch.arange(1, extra + 1, dtype=torch.int32)]
-        ),
-        kv_page_indices=torch.cat([plan.kv_page_indices, pad]),
-        kv_last_page_len=torch.cat([plan.kv_last_page_len, torch.ones(extra, dtype=torch.int32)]),
-        page_size=plan.page_size,
-        num_real=plan.num_real,
-    )
-
-
-def graph_batch_sizes(max_batch_size: int) -> tuple[int, ...]:
-    """CUDA-graph buckets up to ``max_batch_size``: 1, 2, 4, 8, then every 8 (vLLM's spacing)."""
-    assert max_batch_size >= 1, "max_batch_size must be >= 1"
-    sizes = [b for b in (1, 2, 4) if b < max_batch_size] + list(range(8, max_batch_size, 8))
-    return tuple(sizes) + (max_batch_size,)
-
-
-def pick_graph_batch_size(num_segments: int, batch_sizes: tuple[int, ...]) -> int | None:
-    """The smallest bucket holding ``num_segments`` requests, or None when none does."""
-    fitting = [b for b in batch_sizes if b >= num_segments]
-    return min(fitting) if fitting else None
 
 
 def use_tensor_cores(num_q_heads: int, num_kv_heads: int) -> bool:

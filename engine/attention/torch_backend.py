@@ -69,7 +69,7 @@ class TorchAttentionBackend(AttentionBackend):
         return bool(torch.equal(a[:n], b[:n]))
 
     def _plan_run(self, segs: list[int], meta: AttentionMetadata, pages: torch.Tensor, device) -> _Group:
-        qo, indptr, bs = meta.qo_indptr_cpu, meta.kv_page_indptr_cpu, meta.block_size
+        qo, indptr = meta.qo_indptr_cpu, meta.kv_page_indptr_cpu
         longest = max(segs, key=lambda s: indptr[s + 1] - indptr[s])
         table = pages[indptr[longest] : indptr[longest + 1]]
         # Row i of a q-row segment with KV length L sees slots < L - q + i + 1.

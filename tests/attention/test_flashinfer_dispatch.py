@@ -1,5 +1,5 @@
 """The FlashInfer backend's own logic on CPU: planning calls, the decode/prefill split and the
-row gathers, CUDA-graph padding. The two wrappers are replaced by ``cpu_flashinfer`` (same
+row gathers. The two wrappers are replaced by ``cpu_flashinfer`` (same
 signatures and semantics, dense math), since their kernels need CUDA; the outputs must equal
 the torch reference backend's."""
 
@@ -14,7 +14,6 @@ from paged_batches import make_batch
 
 from engine.attention import flashinfer as backend_module
 from engine.attention.flashinfer import FlashInferAttentionBackend
-from engine.attention.flashinfer_plan import graph_batch_sizes
 from engine.attention.torch_backend import TorchAttentionBackend
 
 HEADS, KV_HEADS, HEAD_DIM, SCALE = 8, 2, 16, 0.25
@@ -59,7 +58,6 @@ CASES = {
 def test_matches_torch_backend(backend, case):
     batch = batch_of(*CASES[case])
     backend.plan(batch.meta)
-    assert backend.graph_batch_size is None
     out = backend.forward(batch.q, batch.kv_cache)
     assert_matches(out, expected(batch))
 
@@ -69,38 +67,6 @@ def test_one_plan_serves_every_layer(backend):
     backend.plan(batch.meta)
     for layer in range(3):
         batch.kv_cache = torch.randn(batch.kv_cache.shape, generator=torch.Generator().manual_seed(layer)).to(BF16)
-        assert_matches(backend.forward(batch.q, batch.kv_cache), expected(batch))
-
-
-def test_graph_decode_pads_to_the_bucket_and_replans_in_place(backend):
-    backend.enable_cuda_graphs(graph_batch_sizes(8), max_pages_per_request=32)
-    wrappers = dict(backend._graph_decode)
-    for seed, lengths in enumerate(([100, 7, 3], [12, 1, 90], [5, 6, 7, 8, 9])):
-        batch = batch_of(["decode"] * len(lengths), lengths, seed)
-        backend.plan(batch.meta)
-        bucket = 4 if len(lengths) <= 4 else 8
-        assert backend.graph_batch_size == bucket
-        q = torch.zeros(bucket, HEADS, HEAD_DIM, dtype=BF16)
-        q[: len(lengths)] = batch.q
-        out = backend.forward(q, batch.kv_cache)
-        assert out.shape == (bucket, HEADS, HEAD_DIM)
-        assert_matches(out[: len(lengths)], expected(batch))
-        with pytest.raises(AssertionError, match="padded rows"):
-            backend.forward(batch.q, batch.kv_cache)
-    assert backend._graph_decode == wrappers, "planning reuses the per-bucket wrappers and their buffers"
-
-
-def test_graph_mode_falls_back_to_eager_when_a_step_does_not_fit(backend):
-    backend.enable_cuda_graphs((1, 2), max_pages_per_request=8)
-    cases = {
-        "mixed step": (["decode", "prefill"], [9, 12]),
-        "more rows than the largest bucket": (["decode"] * 3, [4, 5, 6]),
-        "a request longer than the graph buffers": (["decode", "decode"], [8 * 4 + 1, 3]),
-    }
-    for name, (kinds, lengths) in cases.items():
-        batch = batch_of(kinds, lengths)
-        backend.plan(batch.meta)
-        assert backend.graph_batch_size is None, name
         assert_matches(backend.forward(batch.q, batch.kv_cache), expected(batch))
 
 
@@ -115,10 +81,7 @@ def test_rejects_inputs_it_was_not_planned_for(backend):
         backend.forward(batch.q[:-1], batch.kv_cache)
 
 
-def test_bad_settings(backend):
+@pytest.mark.usefixtures("backend")  # CPU stand-ins for the CUDA kernels
+def test_bad_settings():
     with pytest.raises(ValueError, match="float16, bfloat16"):
         FlashInferAttentionBackend(HEADS, KV_HEADS, HEAD_DIM, SCALE, "cpu", dtype=torch.float32)
-    with pytest.raises(ValueError, match="batch sizes must be >= 1"):
-        backend.enable_cuda_graphs((), 4)
-    with pytest.raises(ValueError, match="max_pages_per_request"):
-        backend.enable_cuda_graphs((1,), 0)

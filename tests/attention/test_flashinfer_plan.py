@@ -16,10 +16,6 @@ from engine.attention.base import SegmentLayout, build_metadata
 from engine.attention.flashinfer_plan import (
     PagedPlan,
     StepPlan,
-    graph_batch_sizes,
-    pad_decode_plan,
-    paged_plan,
-    pick_graph_batch_size,
     plan_step,
     use_tensor_cores,
 )
@@ -125,33 +121,6 @@ def test_single_kind_steps_have_one_part():
     assert step.decode is None and step.decode_rows is None and step.prefill_rows == slice(0, 3)
     # The page list is passed through as is (no gather) when the part owns all of it.
     assert step.prefill.kv_page_indices.data_ptr() == prefill.kv_page_indices.data_ptr()
-
-
-def test_pad_decode_plan_appends_one_slot_requests():
-    layouts = [SegmentLayout(1, 6, (5, 2)), SegmentLayout(1, 4, (3,)), SegmentLayout(1, 1, (7,))]
-    meta = build_metadata(layouts, [5, 3, 0], [0, 0, 0], 4, CPU)
-    plan = paged_plan(meta, [0, 1, 2])
-    padded = pad_decode_plan(plan, 5, pad_page_id=9)
-    assert padded.batch_size == 5 and padded.num_real == 3 and padded.is_decode
-    assert padded.qo_indptr.tolist() == [0, 1, 2, 3, 4, 5]
-    assert padded.kv_page_indptr.tolist() == [0, 2, 3, 4, 5, 6]
-    assert padded.kv_page_indices.tolist() == [5, 2, 3, 7, 9, 9]
-    assert padded.kv_last_page_len.tolist() == [2, 4, 1, 1, 1]
-    assert wrapper_visible_slots(padded)[:3] == wrapper_visible_slots(plan)
-    assert wrapper_visible_slots(padded)[3:] == [[36], [36]]
-    assert pad_decode_plan(plan, 3) is plan
-    with pytest.raises(AssertionError):
-        pad_decode_plan(plan, 2)
-
-
-def test_graph_buckets():
-    assert graph_batch_sizes(1) == (1,)
-    assert graph_batch_sizes(3) == (1, 2, 3)
-    assert graph_batch_sizes(8) == (1, 2, 4, 8)
-    assert graph_batch_sizes(20) == (1, 2, 4, 8, 16, 20)
-    assert graph_batch_sizes(64)[-3:] == (48, 56, 64)
-    sizes = graph_batch_sizes(20)
-    assert [pick_graph_batch_size(n, sizes) for n in (1, 3, 5, 16, 17, 20, 21)] == [1, 4, 8, 16, 20, 20, None]
 
 
 def test_tensor_core_decode_for_wide_groups():

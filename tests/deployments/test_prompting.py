@@ -62,6 +62,9 @@ def test_chunks_do_not_depend_on_position_or_endpoint(builder):
     assert first.routing_hint.chunk_tokens == tuple(a.chunk_token_counts + b.chunk_token_counts)
     assert first.routing_hint.total_tokens == len(prompt_token_ids(first.segments))
     assert first.routing_hint.prefix_tokens == len(first.segments[0])
+    # The prefix is keyed for the router's prefix affinity; the same head gives the same key.
+    assert first.routing_hint.prefix_key == chunk_key(FP, first.segments[0].token_ids)
+    assert builder.chat(QUESTION, [b]).routing_hint.prefix_key == first.routing_hint.prefix_key
 
 
 def test_chat_without_documents(builder, tokenizer):

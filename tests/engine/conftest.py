@@ -52,7 +52,7 @@ def text_model_dir(hf_model_dirs, tmp_path_factory):
 @pytest.fixture(scope="session")
 def stories260k_dir(stories260k_bin, tmp_path_factory) -> Path:
     """stories260K converted to a Hugging Face Llama directory (no tokenizer)."""
-    from engine.llama2c import convert_llama2c
+    from training.llama2c import convert_llama2c
 
     return convert_llama2c(stories260k_bin, tmp_path_factory.mktemp("stories260k"))
 

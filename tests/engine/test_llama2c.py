@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.llama2c import convert_llama2c, hf_rotary_rows, main
+from training.llama2c import convert_llama2c, hf_rotary_rows, main
 from engine.loader import load_model
 from engine.rope import apply_rope
 

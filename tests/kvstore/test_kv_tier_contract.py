@@ -71,7 +71,12 @@ def test_contract(tier):
     assert not tier.contains(key(2)) and tier.get(key(2)) is None
     assert same_bits(tier.get(key(3)), kvs[key(3)])
 
-    # Batched forms, with an absent key among present ones.
+
+
+@pytest.mark.parametrize("tier", ["object_store", "object_store_sharded"], indirect=True)
+def test_object_store_batched_forms(tier):
+    """One directory call for many keys (the single-key forms are these with one key), with an
+    absent key among present ones."""
     batch = [(key(10 + i), make_kv(10 + i, torch.bfloat16, num_tokens=2 + i)) for i in range(4)]
     assert all(r.stored for r in tier.put_many(batch))
     keys = [key(10), key(99), key(11), key(12), key(13)]

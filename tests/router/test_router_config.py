@@ -15,7 +15,7 @@ def test_from_dict_round_trips_and_is_json_serializable():
 
 
 def test_unknown_key_is_named():
-    with pytest.raises(ValueError, match="unknown router config key 'queue_penalty'.*valid keys: gpu_weight"):
+    with pytest.raises(ValueError, match="unknown key router.queue_penalty; valid keys: gpu_weight"):
         RouterConfig.from_dict({"queue_penalty": 1})
 
 

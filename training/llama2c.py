@@ -17,7 +17,7 @@ Matrices are in ``nn.Linear`` (out, in) order already. llama2.c rotates interlea
 ``(x[2i], x[2i+1])`` while Hugging Face rotates halves ``(x[i], x[i + head_dim/2])``, so the
 rows of wq and wk are permuted per head to turn one convention into the other.
 
-Usage: ``python -m engine.llama2c model.bin out_dir``.
+Usage: ``python -m training.llama2c model.bin out_dir``.
 """
 
 from __future__ import annotations

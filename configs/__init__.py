@@ -1,0 +1,1 @@
+"""Typed configuration: frozen dataclasses built from YAML mappings, checked in one place."""
