@@ -35,7 +35,7 @@ POLICIES = [LinkPolicy("full"), LinkPolicy("prefix"), LinkPolicy("naive"), LinkP
             LinkPolicy("legolink", k=16), LinkPolicy("legolink", k=32), LinkPolicy("cacheblend", ratio=0.15),
             LinkPolicy("naive", tail=0.15), LinkPolicy("naive", tail=0.25)]
 
-# 8 layers, hidden 512, GQA: compute dominates on a CPU (DESIGN: "big enough for compute").
+# 8 layers, hidden 512, GQA: big enough that compute dominates on a CPU.
 PIC_LLAMA = dict(
     vocab_size=8192, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
     num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=16384,

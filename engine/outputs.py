@@ -10,7 +10,7 @@ FinishReason = Literal["stop", "length", "abort"]
 
 @dataclass(slots=True)
 class RequestStats:
-    """Per-request cache and latency statistics (DESIGN §4).
+    """Per-request cache and latency statistics (written by engine.request_stats only; ARCHITECTURE.md §4).
 
     ``prompt_tokens`` = prefix_hit_tokens + chunk tokens linked from cache (chunk_hit_tokens)
     + tokens computed from scratch; ``recomputed_tokens`` counts every prompt position that ran

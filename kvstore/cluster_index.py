@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Generic, NamedTuple, TypeVar
 
-from kvstore.lru import LruBytes
+from kvstore.lru import LruBudgeted, LruBytes
 
 V = TypeVar("V")
 
@@ -27,7 +27,7 @@ class Entry(NamedTuple):
     value: object  # the directory's ObjectRef
 
 
-class ClusterIndex(Generic[V]):
+class ClusterIndex(LruBudgeted, Generic[V]):
     """The directory's state: entries under a byte budget plus the log of dropped keys."""
 
     def __init__(self, budget_bytes: int, log_size: int = 65536) -> None:
@@ -36,14 +36,6 @@ class ClusterIndex(Generic[V]):
         self._log: list[str] = []  # dropped keys; the last one has number ``seq``
         self._log_size = log_size
         self.seq = 0
-
-    @property
-    def used_bytes(self) -> int:
-        return self._lru.used_bytes
-
-    @property
-    def budget_bytes(self) -> int:
-        return self._lru.budget_bytes
 
     def __contains__(self, key: str) -> bool:
         return key in self._entries

@@ -28,7 +28,7 @@ from kvstore.errors import CorruptChunkError
 from kvstore.keys import ChunkKey
 
 FORMAT_VERSION = 1
-ROPE_CONVENTION = "nope"  # K is stored before RoPE (DESIGN §2)
+ROPE_CONVENTION = "nope"  # K is stored before RoPE (ARCHITECTURE.md §2, "compile")
 MAGIC = b"EPKV"
 PAYLOAD_ALIGN = 64
 DTYPE_ITEMSIZE = {"float32": 4, "bfloat16": 2, "float16": 2}

@@ -70,3 +70,17 @@ class LruBytes:
         if nbytes is not None:
             self.used_bytes -= nbytes
         return nbytes
+
+
+class LruBudgeted:
+    """The budget of a class that keeps its keys in an :class:`LruBytes` at ``self._lru``."""
+
+    _lru: LruBytes
+
+    @property
+    def used_bytes(self) -> int:
+        return self._lru.used_bytes
+
+    @property
+    def budget_bytes(self) -> int:
+        return self._lru.budget_bytes

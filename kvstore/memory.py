@@ -7,11 +7,11 @@ import threading
 import torch
 
 from kvstore.keys import ChunkKey
-from kvstore.lru import LruBytes
+from kvstore.lru import LruBudgeted, LruBytes
 from kvstore.tier import Evicted, PutResult, Tier
 
 
-class MemoryTier(Tier):
+class MemoryTier(LruBudgeted, Tier):
     """Tensors by key in a dict; evictions are not spilled (slower tiers already hold them)."""
 
     name = "memory"
@@ -20,14 +20,6 @@ class MemoryTier(Tier):
         self._lru = LruBytes(budget_bytes)
         self._data: dict[str, torch.Tensor] = {}
         self._lock = threading.Lock()
-
-    @property
-    def used_bytes(self) -> int:
-        return self._lru.used_bytes
-
-    @property
-    def budget_bytes(self) -> int:
-        return self._lru.budget_bytes
 
     def get(self, key: ChunkKey) -> torch.Tensor | None:
         with self._lock:

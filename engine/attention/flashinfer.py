@@ -102,15 +102,14 @@ class FlashInferAttentionBackend(AttentionBackend):
         if step.prefill is not None:
             self._plan_prefill(step.prefill)
 
+    def _paged_args(self, plan: PagedPlan) -> tuple:
+        """The page-table and head arguments both wrappers' ``plan`` take, in their order."""
+        return (plan.kv_page_indptr, plan.kv_page_indices, plan.kv_last_page_len,
+                self.num_q_heads, self.num_kv_heads, self.head_dim, plan.page_size)
+
     def _plan_decode(self, wrapper, plan: PagedPlan) -> None:
         wrapper.plan(
-            plan.kv_page_indptr,
-            plan.kv_page_indices,
-            plan.kv_last_page_len,
-            self.num_q_heads,
-            self.num_kv_heads,
-            self.head_dim,
-            plan.page_size,
+            *self._paged_args(plan),
             q_data_type=self.dtype,
             kv_data_type=self.dtype,
             sm_scale=self.scale,
@@ -119,13 +118,7 @@ class FlashInferAttentionBackend(AttentionBackend):
     def _plan_prefill(self, plan: PagedPlan) -> None:
         self._prefill.plan(
             plan.qo_indptr,
-            plan.kv_page_indptr,
-            plan.kv_page_indices,
-            plan.kv_last_page_len,
-            self.num_q_heads,
-            self.num_kv_heads,
-            self.head_dim,
-            plan.page_size,
+            *self._paged_args(plan),
             causal=True,
             sm_scale=self.scale,
             q_data_type=self.dtype,
