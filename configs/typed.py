@@ -22,28 +22,39 @@ from typing import Any, Literal, TypeVar
 T = TypeVar("T")
 
 
-def from_mapping(cls: type[T], data: Any, path: str) -> T:
+def from_mapping(cls: type[T], data: Any, path: str = "") -> T:
     """``cls(**data)`` after checking ``data``'s keys and values (None: every default).
+    ``path`` names ``data`` in messages ("" for a whole file: keys are then named alone).
 
     Raises:
-        ValueError: not a mapping, an unknown key (the valid ones listed), a value of the wrong
-            type, or the dataclass's own validation failing; each message starts with the path.
+        ValueError: not a mapping, an unknown or a missing key (the valid ones listed), a value
+            of the wrong type, or the dataclass's own validation failing; each message starts
+            with the path.
     """
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must be a mapping, got {data!r}")
+        raise ValueError(f"{path or 'the config'} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = sorted(set(data) - set(names), key=str)
     if unknown:
-        raise ValueError(f"unknown key {path}.{unknown[0]}; valid keys: {', '.join(names)}")
-    values = {name: check_value(hints[name], value, f"{path}.{name}") for name, value in data.items()}
+        raise ValueError(f"unknown key {_join(path, unknown[0])}; valid keys: {', '.join(names)}")
+    required = [f.name for f in dataclasses.fields(cls) if f.init and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise ValueError(f"missing key {_join(path, missing[0])}")
+    values = {name: check_value(hints[name], value, _join(path, name)) for name, value in data.items()}
     try:
         return cls(**values)
     except (TypeError, ValueError) as e:
         message = str(e)
-        raise ValueError(message if message.startswith(path) else f"{path}: {message}") from None
+        raise ValueError(message if not path or message.startswith(path) else f"{path}: {message}") from None
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
 
 
 def check_types(instance: Any) -> None:

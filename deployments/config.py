@@ -171,28 +171,11 @@ class AppConfig:
         Raises:
             ValueError: naming the bad key path and what is valid there.
         """
-        if not isinstance(data, dict):
-            raise ValueError(f"the config must be a mapping of sections, got {type(data).__name__}")
-        sections = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(sections), key=str)
-        if unknown:
-            raise ValueError(f"unknown config section {unknown[0]!r}; valid sections: {', '.join(sections)}")
-        if "engine" not in data:
-            raise ValueError("the config needs an 'engine' section with at least 'model'")
+        config = from_mapping(cls, data)
         base = Path(base_dir) if base_dir is not None else Path.cwd()
-        engine = from_mapping(EngineConfig, data["engine"], "engine")
-        engine = dataclasses.replace(engine, model=_resolve_model(engine.model, base))
-        store = from_mapping(StoreConfig, data.get("store"), "store")
-        store = dataclasses.replace(store, persistent=_resolve_persistent(store.persistent, base))
-        return cls(
-            engine=engine,
-            store=store,
-            router=from_mapping(RouterConfig, data.get("router"), "router"),
-            replica=from_mapping(ReplicaConfig, data.get("replica"), "replica"),
-            ingress=from_mapping(IngressConfig, data.get("ingress"), "ingress"),
-            http=from_mapping(HttpConfig, data.get("http"), "http"),
-            ray=from_mapping(RayConfig, data.get("ray"), "ray"),
-        )
+        engine = dataclasses.replace(config.engine, model=_resolve_model(config.engine.model, base))
+        store = dataclasses.replace(config.store, persistent=_resolve_persistent(config.store.persistent, base))
+        return dataclasses.replace(config, engine=engine, store=store)
 
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")  # shipped inside the package

@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 
@@ -29,6 +30,8 @@ from kvstore.stats import TierStats
 from kvstore.tensors import host_kv
 from kvstore.tier import ChunkHit, PutResult, Tier
 from kvstore.write_behind import WriteBehind
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -162,13 +165,10 @@ class TieredStore:
         return None
 
     def _get(self, tier: Tier, key: ChunkKey) -> torch.Tensor | None:
-        start = time.perf_counter()
-        try:
-            kv = tier.get(key)
-        except TierError as err:
-            self._failed(tier, "get", err)
+        timed = self._timed(tier, "get", lambda: tier.get(key))
+        if timed is None:
             return None
-        elapsed = time.perf_counter() - start
+        kv, elapsed = timed
         with self._stats_lock:
             s = self._stats[tier.name]
             s.get_count += 1
@@ -181,14 +181,21 @@ class TieredStore:
             self._recovered(tier, s)
         return kv
 
-    def _put(self, tier: Tier, key: ChunkKey, kv: torch.Tensor) -> PutResult | None:
+    def _timed(self, tier: Tier, op: str, call: Callable[[], T]) -> tuple[T, float] | None:
+        """``call()``'s result and its seconds; None when the tier failed (recorded as such)."""
         start = time.perf_counter()
         try:
-            result = tier.put(key, kv)
+            out = call()
         except TierError as err:
-            self._failed(tier, "put", err)
+            self._failed(tier, op, err)
             return None
-        elapsed = time.perf_counter() - start
+        return out, time.perf_counter() - start
+
+    def _put(self, tier: Tier, key: ChunkKey, kv: torch.Tensor) -> PutResult | None:
+        timed = self._timed(tier, "put", lambda: tier.put(key, kv))
+        if timed is None:
+            return None
+        result, elapsed = timed
         with self._stats_lock:
             s = self._stats[tier.name]
             s.put_count += 1

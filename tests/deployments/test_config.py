@@ -52,8 +52,9 @@ def test_types_are_checked_and_ints_widen_to_floats():
 
 
 @pytest.mark.parametrize("data,says", [
-    ({"engin": {}}, "unknown config section 'engin'"),
-    ({"store": {}}, "needs an 'engine' section"),
+    ({"engin": {}}, "unknown key engin; valid keys: engine, store"),
+    ({"store": {}}, "missing key engine"),
+    ({"engine": {"dtype": "float32"}}, "missing key engine.model"),
     ({"engine": {"model": "x", "dtyp": "float32"}}, "unknown key engine.dtyp"),
     ({"engine": {"model": "x", "dtype": "fp8"}}, "EngineConfig.dtype 'fp8'"),
     ({"engine": {"model": "x", "block_size": "16"}}, "engine.block_size must be int"),
@@ -72,7 +73,7 @@ def test_types_are_checked_and_ints_widen_to_floats():
     ({"engine": {"model": "x"}, "replica": "two"}, "replica must be a mapping"),
     ({"engine": {"model": "x"}, "http": {"port": 70000}}, "http: port must be in [0, 65535]"),
     ({"engine": {"model": "x"}, "ray": {"object_store_memory": 1024}}, "ray: object_store_memory must be >= 78 MiB"),
-    ([1, 2], "must be a mapping of sections"),
+    ([1, 2], "the config must be a mapping"),
 ])
 def test_bad_configs_name_the_key(data, says):
     with pytest.raises(ValueError) as e:
