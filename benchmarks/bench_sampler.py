@@ -15,7 +15,7 @@ import torch
 from bench_report import machine_description, markdown_table
 
 from engine.sampler import SampleRow, sample
-from engine.sampler_reference import reference_filter, reference_process
+from evals.sampler_reference import reference_filter, reference_process
 from engine.sampling_params import SamplingParams
 
 

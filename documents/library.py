@@ -14,6 +14,9 @@ from deployments.prompting import ChunkedDocument, PromptBuilder
 from documents.chunk_ids import ChunkIdStore
 from documents.errors import DocumentIncomplete, DocumentNotFound, InvalidDocument, StoreUnavailable
 from documents.registry import DocumentRecord, DocumentRegistry
+from kvstore.blobs import MemoryBlobs
+from kvstore.builder import open_blobs
+from kvstore.config import StoreConfig
 from kvstore.errors import TierError
 
 
@@ -39,6 +42,14 @@ class DocumentLibrary:
         self.builder = builder
         self.registry = registry
         self.chunk_ids = chunk_ids
+
+    @classmethod
+    def open(cls, builder: PromptBuilder, store: StoreConfig) -> DocumentLibrary:
+        """The library at ``store``'s persistent location (in process memory when there is
+        none), for the model whose fingerprint ``builder`` puts into chunk keys."""
+        blobs = open_blobs(store) or MemoryBlobs()
+        fingerprint = builder.model_fingerprint
+        return cls(builder, DocumentRegistry(blobs, fingerprint), ChunkIdStore(blobs, fingerprint))
 
     def resolve(self, refs: Sequence[DocumentRef]) -> list[ChunkedDocument]:
         """Chunk inline documents and load registered ones, in request order.

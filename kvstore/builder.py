@@ -1,4 +1,4 @@
-"""Wire a :class:`TieredStore` (and the document registry) from a :class:`StoreConfig`."""
+"""Wire a :class:`TieredStore` (and the blob store of its persistent location) from a :class:`StoreConfig`."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import logging
 import os
 import sys
 
-from kvstore.blobs import BlobStore, MemoryBlobs
+from kvstore.blobs import BlobStore
 from kvstore.config import StoreConfig
 from kvstore.directory import DirBlobs
 from kvstore.memory import MemoryTier
 from kvstore.persistent import BlobTier
-from documents.registry import DocumentRegistry
 from kvstore.tier import Tier
 from kvstore.tiered import TieredStore
 
@@ -52,8 +51,3 @@ def _cluster_tier(config: StoreConfig, model_fingerprint: str) -> Tier | None:
             return object_store.ObjectStoreTier(config, model_fingerprint)
     logger.info("Ray is not running: the chunk store has no object-store tier")
     return None
-
-
-def build_registry(config: StoreConfig, model_fingerprint: str) -> DocumentRegistry:
-    """The document registry at the persistent location (in process memory when there is none)."""
-    return DocumentRegistry(open_blobs(config) or MemoryBlobs(), model_fingerprint)

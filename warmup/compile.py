@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from documents.chunk_ids import ChunkIdStore
 from documents.errors import DocumentError
 from documents.library import DocumentLibrary
 from deployments.model_files import fingerprint_of, tokenizer_of
@@ -33,7 +32,6 @@ from kvstore.config import StoreConfig
 from kvstore.errors import TierError
 from kvstore.keys import ChunkKey
 from kvstore.persistent import BlobTier
-from documents.registry import DocumentRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +61,7 @@ class DocumentCompiler:
         self.sink = PersistentSink(self.tier, write_threads, max_pending=2 * write_threads)
         self.engine = Engine(engine_config, chunk_source=self.sink)
         self.builder = PromptBuilder(tokenizer_of(engine_config), fingerprint, engine_config.chunk_tokens)
-        self.library = DocumentLibrary(self.builder, DocumentRegistry(blobs, fingerprint),
-                                       ChunkIdStore(blobs, fingerprint))
+        self.library = DocumentLibrary.open(self.builder, store_config)
 
     def process(self, docs: Sequence[CorpusDocument]) -> WarmupCounts:
         """Warm one batch; failures are counted and described, never raised."""

@@ -33,7 +33,6 @@ from ray.serve.exceptions import BackPressureError, RayServeException
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.http.api_metrics import CONTENT_TYPE, APIMetrics
-from documents.chunk_ids import ChunkIdStore
 from deployments.config import IngressConfig
 from documents.errors import DocumentError
 from documents.library import DocumentLibrary
@@ -50,10 +49,7 @@ from deployments.http.token_budget import resolve_max_tokens
 from engine.async_engine import EngineError
 from engine.config import EngineConfig
 from engine.segments import prompt_token_ids
-from kvstore.blobs import MemoryBlobs
-from kvstore.builder import open_blobs
 from kvstore.config import StoreConfig
-from documents.registry import DocumentRegistry
 from router.hint import RoutingHint
 
 logger = logging.getLogger(__name__)
@@ -107,9 +103,7 @@ class Ingress:
         fingerprint = fingerprint_of(engine_config)
         self.config = config
         self.builder = PromptBuilder(tokenizer_of(engine_config), fingerprint, engine_config.chunk_tokens)
-        blobs = open_blobs(store_config) or MemoryBlobs()
-        self.documents = DocumentLibrary(self.builder, DocumentRegistry(blobs, fingerprint),
-                                         ChunkIdStore(blobs, fingerprint))
+        self.documents = DocumentLibrary.open(self.builder, store_config)
         self.replica = replica
         self.replica_stream = replica.options(stream=True)
         # Tokenization (and the document lookups it needs) on one thread: tokenizers are not

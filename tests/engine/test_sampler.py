@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from engine.sampler import SampleRow, apply_penalties, filter_logits, process_logits, sample, sampling_logits
-from engine.sampler_reference import reference_filter, reference_process
+from evals.sampler_reference import reference_filter, reference_process
 from engine.sampling_params import SamplingParams
 
 INF = float("inf")

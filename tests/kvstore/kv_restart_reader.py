@@ -18,7 +18,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from kvstore_helpers import FP, same_bits  # noqa: E402
 
-from kvstore.builder import build_registry, build_store  # noqa: E402
+from documents.registry import open_registry
+from kvstore.builder import build_store  # noqa: E402
 from kvstore.config import StoreConfig  # noqa: E402
 
 
@@ -42,7 +43,7 @@ def main() -> None:
         store = build_store(StoreConfig(**fields), FP)
         first = {k: store.get_chunk(k) for k in expected}
         second = {k: store.get_chunk(k) for k in expected}
-        record = build_registry(StoreConfig(**fields), FP).get(doc_id)
+        record = open_registry(StoreConfig(**fields), FP).get(doc_id)
         report[name] = {
             "has_cluster_tier": store.cluster is not None,
             "first_tiers": sorted({h.tier if h else "miss" for h in first.values()}),

@@ -7,7 +7,7 @@ import pytest
 from conftest import s3_config
 from kvstore_helpers import FP, key
 
-from kvstore.builder import build_registry
+from documents.registry import open_registry
 from kvstore.config import StoreConfig
 from documents.registry import DocumentRecord
 
@@ -28,7 +28,7 @@ def _record(doc_id: str, n: int, fp: str = FP) -> DocumentRecord:
 
 
 def test_round_trip_and_odd_ids(config):
-    registry = build_registry(config, FP)
+    registry = open_registry(config, FP)
     assert registry.list_ids() == [] and registry.get("plain") is None and not registry.delete("plain")
     for i, doc_id in enumerate(ODD_IDS):
         registry.put(_record(doc_id, i + 1))
@@ -45,18 +45,18 @@ def test_round_trip_and_odd_ids(config):
 def test_restart_safe_and_scoped_by_model(config):
     if config.location.kind == "none":
         pytest.skip("nothing persists without a persistent location")
-    build_registry(config, FP).put(_record("doc", 2))
-    build_registry(config, "another-model").put(_record("doc", 1, fp="another-model"))
-    again = build_registry(config, FP)  # a new object, new client or file handles
+    open_registry(config, FP).put(_record("doc", 2))
+    open_registry(config, "another-model").put(_record("doc", 1, fp="another-model"))
+    again = open_registry(config, FP)  # a new object, new client or file handles
     assert again.get("doc") == _record("doc", 2)
     assert again.list_ids() == ["doc"]
-    assert build_registry(config, "another-model").get("doc") == _record("doc", 1, fp="another-model")
-    assert build_registry(config, "third-model").list_ids() == []
+    assert open_registry(config, "another-model").get("doc") == _record("doc", 1, fp="another-model")
+    assert open_registry(config, "third-model").list_ids() == []
 
 
 def test_unreadable_record_reads_as_absent(tmp_path):
     config = StoreConfig(persistent=str(tmp_path))
-    registry = build_registry(config, FP)
+    registry = open_registry(config, FP)
     registry.put(_record("doc", 1))
     (path,) = [p for p in tmp_path.rglob("*.json")]
     path.write_text('{"version": 1, "doc_id": "doc"')
@@ -66,7 +66,7 @@ def test_unreadable_record_reads_as_absent(tmp_path):
 
 
 def test_bad_input_is_rejected(tmp_path):
-    registry = build_registry(StoreConfig(persistent=str(tmp_path)), FP)
+    registry = open_registry(StoreConfig(persistent=str(tmp_path)), FP)
     with pytest.raises(ValueError, match="another-model"):
         registry.put(_record("doc", 1, fp="another-model"))
     with pytest.raises(ValueError, match="non-empty"):

@@ -12,7 +12,8 @@ import torch
 from conftest import s3_config
 from kvstore_helpers import FP, key, make_kv
 
-from kvstore.builder import build_registry, build_store
+from documents.registry import open_registry
+from kvstore.builder import build_store
 from kvstore.config import StoreConfig
 from documents.registry import DocumentRecord
 
@@ -36,7 +37,7 @@ def test_new_process_and_ray_instance_find_everything(directory_actor, s3_server
         for k, kv in chunks.items():
             store.put_chunk(k, kv)
         assert store.flush(30)
-        build_registry(config, FP).put(doc)
+        open_registry(config, FP).put(doc)
         store.close()
     torch.save(chunks, tmp_path / "expected.pt")
 

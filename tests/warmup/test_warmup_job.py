@@ -72,10 +72,10 @@ def stored_chunks(store: Path) -> dict[str, tuple[int, int]]:
 
 def registry(config_path: Path):
     from deployments.model_files import fingerprint_of
-    from kvstore.builder import build_registry
+    from documents.registry import open_registry
 
     config = load_config(config_path)
-    return build_registry(config.store, fingerprint_of(config.engine))
+    return open_registry(config.store, fingerprint_of(config.engine))
 
 
 def options(corpus: Path, config: Path, **kw) -> WarmupOptions:

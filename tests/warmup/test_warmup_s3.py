@@ -15,7 +15,7 @@ from deployments.model_files import fingerprint_of, tokenizer_of
 from deployments.prompting import PromptBuilder
 from deployments.config import load_config
 from warmup.job import WarmupOptions, run_warmup, start_workers
-from kvstore.builder import build_registry
+from documents.registry import open_registry
 from kvstore.keys import key_from_object_name
 
 NUM_DOCS = 64
@@ -72,7 +72,7 @@ def test_s3_corpus_into_the_s3_store_then_a_rerun_skips(s3_server, s3_setup, poo
     assert (c.documents, c.documents_new, c.failed, c.bad_records) == (NUM_DOCS, NUM_DOCS, 0, 1)
     assert (c.chunks, c.chunks_compiled, c.chunks_skipped) == (len(distinct), len(distinct), 0)
     assert stored_keys(s3_server, bucket) == distinct
-    registry = build_registry(config.store, fingerprint)
+    registry = open_registry(config.store, fingerprint)
     assert registry.list_ids() == sorted(expected)
     assert all(tuple(registry.get(i).chunk_keys) == keys for i, keys in expected.items())
 
