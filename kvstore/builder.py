@@ -7,7 +7,9 @@ import os
 import sys
 
 from kvstore.blobs import BlobStore
+from kvstore.circuit import CircuitBreaker
 from kvstore.config import StoreConfig
+from kvstore.dir_budget import DirectoryBudget
 from kvstore.directory import DirBlobs
 from kvstore.memory import MemoryTier
 from kvstore.persistent import BlobTier
@@ -37,8 +39,11 @@ def build_store(config: StoreConfig, model_fingerprint: str) -> TieredStore:
     memory = MemoryTier(config.memory_bytes) if config.memory_bytes > 0 else None
     cluster = _cluster_tier(config, model_fingerprint) if config.object_store_bytes > 0 else None
     blobs = open_blobs(config)
-    persistent = BlobTier(config.location.kind, blobs, model_fingerprint) if blobs is not None else None
-    return TieredStore(memory, cluster, persistent, config.write_queue_size)
+    budget = DirectoryBudget(config.location.path, config.persistent_max_bytes) if config.persistent_max_bytes else None
+    persistent = BlobTier(config.location.kind, blobs, model_fingerprint, budget) if blobs is not None else None
+    breakers = {t.name: CircuitBreaker(config.breaker_failures, config.breaker_cooldown_s, config.breaker_max_cooldown_s)
+                for t in (cluster, persistent) if t is not None}
+    return TieredStore(memory, cluster, persistent, config.write_queue_size, breakers)
 
 
 def _cluster_tier(config: StoreConfig, model_fingerprint: str) -> Tier | None:

@@ -80,6 +80,13 @@ class StoreConfig:
         directory_shards: directory actors the keys are sharded over (by key hash). Every get
             that misses a process's ref cache asks one; several spread those calls and the
             objects they own over the cluster's nodes.
+        persistent_max_bytes: a ``dir://`` store's budget for chunk KV files; beyond it the
+            least recently used chunks are deleted (document records and chunk token ids never
+            are). 0: unbounded. S3 buckets bound themselves (lifecycle rules).
+        breaker_failures: failed calls in a row that open a tier's circuit breaker (the object
+            store and the persistent tier): its calls are then skipped, not retried each time.
+        breaker_cooldown_s: how long an open breaker skips calls before one probe call.
+        breaker_max_cooldown_s: the cooldown doubles after each failed probe, up to this.
     """
 
     memory_bytes: int = 512 * MiB
@@ -100,16 +107,21 @@ class StoreConfig:
     directory_actor_name: str = "epic-kv-directory"
     directory_actor_namespace: str = "epic-serve"
     directory_shards: int = 1
+    persistent_max_bytes: int = 0
+    breaker_failures: int = 3
+    breaker_cooldown_s: float = 1.0
+    breaker_max_cooldown_s: float = 30.0
 
     def __post_init__(self) -> None:
         check_types(self)
-        for name in ("memory_bytes", "object_store_bytes", "object_store_ref_cache_bytes"):
+        for name in ("memory_bytes", "object_store_bytes", "object_store_ref_cache_bytes", "persistent_max_bytes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"StoreConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("s3_max_attempts", "s3_max_concurrency", "write_queue_size", "directory_shards"):
+        for name in ("s3_max_attempts", "s3_max_concurrency", "write_queue_size", "directory_shards",
+                     "breaker_failures"):
             if getattr(self, name) < 1:
                 raise ValueError(f"StoreConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("s3_connect_timeout_s", "s3_read_timeout_s", "object_store_timeout_s"):
+        for name in ("s3_connect_timeout_s", "s3_read_timeout_s", "object_store_timeout_s", "breaker_cooldown_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"StoreConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.s3_multipart_chunk_bytes < 5 * MiB:
@@ -120,6 +132,10 @@ class StoreConfig:
             raise ValueError("StoreConfig.s3_multipart_threshold_bytes must be >= s3_multipart_chunk_bytes")
         if not self.directory_actor_name or not self.directory_actor_namespace:
             raise ValueError("StoreConfig.directory_actor_name and directory_actor_namespace must be non-empty")
+        if self.breaker_max_cooldown_s < self.breaker_cooldown_s:
+            raise ValueError("StoreConfig.breaker_max_cooldown_s must be >= breaker_cooldown_s")
+        if self.persistent_max_bytes and parse_persistent(self.persistent).kind != "dir":
+            raise ValueError("StoreConfig.persistent_max_bytes bounds a dir:// store only")
         parse_persistent(self.persistent)
 
     @property

@@ -12,6 +12,7 @@ class TierStats:
     hits: int = 0
     misses: int = 0
     errors: int = 0  # backend failures and corrupt objects (each also read as a miss by callers)
+    skipped: int = 0  # calls not made while the tier's circuit breaker was open
     evictions: int = 0
     bytes_in: int = 0  # written into the tier
     bytes_out: int = 0  # read from the tier

@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import torch
 
-from kvstore.errors import TierError
+from kvstore.circuit import CircuitBreaker
+from kvstore.errors import CorruptChunkError, TierError
 from kvstore.keys import ChunkKey
 from kvstore.memory import MemoryTier
 from kvstore.single_flight import SingleFlight
@@ -45,6 +46,9 @@ class TieredStore:
             shared memory, so hits are copied into process memory before they are handed out.
         persistent: S3 or a local directory, written in the background.
         write_queue_size: bound of the persistent writer's queue.
+        breakers: a circuit breaker per tier name (cluster and persistent): while one is open
+            that tier's calls are skipped (counted as ``skipped``) instead of each paying the
+            backend's timeouts and retries.
     """
 
     def __init__(
@@ -53,12 +57,14 @@ class TieredStore:
         cluster: Tier | None,
         persistent: Tier | None,
         write_queue_size: int,
+        breakers: Mapping[str, CircuitBreaker] | None = None,
     ) -> None:
         self.memory = memory
         self.cluster = cluster
         self.persistent = persistent
         self.tiers: list[Tier] = [t for t in (memory, cluster, persistent) if t is not None]
         self._stats = {t.name: TierStats() for t in self.tiers}
+        self._breakers = dict(breakers or {})
         self._stats_lock = threading.Lock()
         self._flight: SingleFlight[ChunkHit | None] = SingleFlight()
         self._writer = WriteBehind(self._persist, write_queue_size) if persistent is not None else None
@@ -92,11 +98,9 @@ class TieredStore:
     def contains(self, key: ChunkKey) -> str | None:
         """Name of the fastest tier holding ``key`` (no data moves), or None."""
         for tier in self.tiers:
-            try:
-                if tier.contains(key):
-                    return tier.name
-            except TierError as err:
-                self._failed(tier, "contains", err)
+            timed = self._timed(tier, "contains", lambda: tier.contains(key))
+            if timed is not None and timed[0]:
+                return tier.name
         return None
 
     def delete(self, key: ChunkKey) -> None:
@@ -104,10 +108,7 @@ class TieredStore:
         if self._writer is not None:
             self._writer.cancel(key)
         for tier in self.tiers:
-            try:
-                tier.delete(key)
-            except TierError as err:
-                self._failed(tier, "delete", err)
+            self._timed(tier, "delete", lambda: tier.delete(key))
 
     def resident_keys(self, tier: str) -> list[ChunkKey]:
         """Keys held by a tier that can list cheaply ("memory", "object_store"), LRU first.
@@ -118,11 +119,8 @@ class TieredStore:
         listable = {t.name: t for t in (self.memory, self.cluster) if t is not None}
         if tier not in listable:
             raise ValueError(f"tier {tier!r} cannot list its keys here; valid: {', '.join(listable) or 'none'}")
-        try:
-            return listable[tier].keys()
-        except TierError as err:
-            self._failed(listable[tier], "keys", err)
-            return []
+        timed = self._timed(listable[tier], "keys", listable[tier].keys)
+        return [] if timed is None else timed[0]
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait for the background persistent writes; False on timeout."""
@@ -140,6 +138,8 @@ class TieredStore:
         """Plain counters: ``{"tiers": {name: {...}}, "writes": {...}, "single_flight_joins": n}``."""
         with self._stats_lock:
             tiers = {name: s.as_dict() for name, s in self._stats.items()}
+        for name, breaker in self._breakers.items():
+            tiers[name]["circuit"] = breaker.state
         if self.memory is not None:
             tiers[self.memory.name].update(used_bytes=self.memory.used_bytes, budget_bytes=self.memory.budget_bytes)
         writer = self._writer
@@ -182,13 +182,23 @@ class TieredStore:
         return kv
 
     def _timed(self, tier: Tier, op: str, call: Callable[[], T]) -> tuple[T, float] | None:
-        """``call()``'s result and its seconds; None when the tier failed (recorded as such)."""
+        """``call()``'s result and its seconds; None when the tier failed (recorded as such) or
+        its breaker is open (the call is skipped)."""
+        breaker = self._breakers.get(tier.name)
+        if breaker is not None and not breaker.allow():
+            with self._stats_lock:
+                self._stats[tier.name].skipped += 1
+            return None
         start = time.perf_counter()
         try:
             out = call()
         except TierError as err:
+            if breaker is not None:  # a corrupt object came from a backend that answered
+                breaker.success() if isinstance(err, CorruptChunkError) else breaker.failure()
             self._failed(tier, op, err)
             return None
+        if breaker is not None:
+            breaker.success()
         return out, time.perf_counter() - start
 
     def _put(self, tier: Tier, key: ChunkKey, kv: torch.Tensor) -> PutResult | None:
@@ -212,11 +222,8 @@ class TieredStore:
     def _persist(self, key: ChunkKey, kv: torch.Tensor, only_if_absent: bool) -> None:
         assert self.persistent is not None
         if only_if_absent:
-            try:
-                if self.persistent.contains(key):
-                    return
-            except TierError as err:
-                self._failed(self.persistent, "contains", err)
+            timed = self._timed(self.persistent, "contains", lambda: self.persistent.contains(key))
+            if timed is None or timed[0]:
                 return
         self._put(self.persistent, key, kv)
 

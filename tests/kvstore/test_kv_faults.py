@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from conftest import s3_config
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_s3_server_stops_and_comes_back(s3_server, s3_bucket):
-    store = build_store(s3_config(s3_server, s3_bucket, memory_bytes=0), FP)
+    store = build_store(s3_config(s3_server, s3_bucket, memory_bytes=0, breaker_failures=10), FP)
     a, b, c = make_kv(1), make_kv(2), make_kv(3)
     store.put_chunk(key(1), a)
     assert store.flush(10)
@@ -45,6 +46,39 @@ def test_s3_server_stops_and_comes_back(s3_server, s3_bucket):
     stats = store.stats()["tiers"]["s3"]
     assert stats["errors"] == errors and stats["hits"] == 2 and stats["misses"] == 1
     assert not stats["failing"]
+    store.close()
+
+
+def test_s3_outage_opens_the_circuit_breaker_and_a_probe_closes_it(s3_server, s3_bucket):
+    """While S3 is down, calls stop paying S3's timeouts and retries: after two failures the
+    breaker skips every call at once (the backend is not called: no more errors) until the
+    cooldown ends; then one probe finds S3 back and the tier serves again."""
+    store = build_store(s3_config(s3_server, s3_bucket, memory_bytes=0, breaker_failures=2,
+                                  breaker_cooldown_s=0.5, breaker_max_cooldown_s=0.5), FP)
+    a = make_kv(1)
+    store.put_chunk(key(1), a)
+    assert store.flush(10)
+    s3_server.stop()
+    try:
+        for _ in range(2):
+            assert store.get_chunk(key(1)) is None  # each pays its retries
+        assert store.stats()["tiers"]["s3"]["circuit"] == "open"
+        start = time.perf_counter()
+        for _ in range(50):
+            assert store.get_chunk(key(1)) is None
+        skipping_s = time.perf_counter() - start
+        store.put_chunk(key(2), make_kv(2))
+        assert store.flush(10)
+        stats = store.stats()["tiers"]["s3"]
+        assert (stats["errors"], stats["skipped"]) == (2, 51)  # 50 gets and the background put
+        assert skipping_s < 0.25, f"50 skipped gets took {skipping_s:.3f} s"
+    finally:
+        s3_server.restart()
+    time.sleep(0.5)  # the cooldown: the next call is the probe
+    hit = store.get_chunk(key(1))
+    assert hit is not None and hit.tier == "s3" and same_bits(hit.kv, a)
+    stats = store.stats()["tiers"]["s3"]
+    assert stats["circuit"] == "closed" and stats["errors"] == 2 and not stats["failing"]
     store.close()
 
 
