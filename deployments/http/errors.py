@@ -25,6 +25,11 @@ _TYPES = {
 RETRY_AFTER_S = 1
 
 
+def error_type(status: int) -> str:
+    """OpenAI's error ``type`` for an HTTP status."""
+    return _TYPES.get(status, "invalid_request_error")
+
+
 @dataclass
 class APIError(Exception):
     """An error the client receives as an OpenAI-style body.
@@ -45,7 +50,7 @@ class APIError(Exception):
         super().__init__(self.message)
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": _TYPES.get(self.status, "invalid_request_error"),
+        return {"error": {"message": self.message, "type": error_type(self.status),
                           "param": self.param, "code": self.code}}
 
     def response(self) -> JSONResponse:

@@ -6,8 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from serving_helpers import APP_NAME, CHUNK_TOKENS, ROUTE_PREFIX, app_config_dict, free_port
 from tiny_model import build_tiny_model
+
+# The API fuzzing (test_fuzz_api.py): a seeded, bounded run by default; thousands of bodies with
+# --hypothesis-profile=fuzz-long.
+_FUZZ = dict(deadline=None, derandomize=True, database=None,
+             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+settings.register_profile("default", max_examples=300, **_FUZZ)
+settings.register_profile("fuzz-long", max_examples=5000, **_FUZZ)
+settings.load_profile("default")
 
 
 @pytest.fixture(scope="session")
