@@ -142,7 +142,8 @@ class Ingress:
         self._authorize(request)
         model = ChatCompletionRequest if endpoint == "chat" else CompletionRequest
         body = self._parse(model, await read_body(request, self.config.max_body_bytes))
-        self._check_model(body.model)
+        if body.model is not None:
+            self._check_model(body.model)
         if body.documents is not None and len(body.documents) > self.config.max_documents:
             raise bad_request(f"{len(body.documents)} documents; at most {self.config.max_documents} per request",
                               "documents")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from deployments.http.bodies import Body
@@ -70,9 +70,9 @@ class StreamOptions(Body):
 
 
 class _Generation(Body):
-    """Fields shared by both endpoints."""
+    """Fields shared by both endpoints (``model`` may be left out: the served model, as in vLLM)."""
 
-    model: str
+    model: str | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
@@ -298,8 +298,8 @@ class ChatCompletionRequest(_Generation):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+    tool_choice: str | dict[str, Any] | None = None  # before tools: their validator reads it
     tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     chat_template_kwargs: dict[str, Any] | None = None
     echo: bool = False
@@ -312,19 +312,20 @@ class ChatCompletionRequest(_Generation):
         users = [m.as_template_message()["content"] for m in self.messages if m.role == "user"]
         return users[-1] if users else ""
 
-    @field_validator("tools")
-    @classmethod
-    def _no_tools(cls, tools: list | None) -> list | None:
-        if tools:
-            raise PydanticCustomError("unsupported_feature", NO_TOOLS)
-        return tools
-
     @field_validator("tool_choice")
     @classmethod
     def _no_tool_choice(cls, choice: str | dict | None) -> str | dict | None:
         if choice not in (None, "none", "auto"):
             raise PydanticCustomError("unsupported_feature", NO_TOOLS)
         return choice
+
+    @field_validator("tools")
+    @classmethod
+    def _no_tools(cls, tools: list | None, info: ValidationInfo) -> list | None:
+        # As in vLLM, tools with tool_choice "none" are accepted: the model is not to call them.
+        if tools and info.data.get("tool_choice") != "none":
+            raise PydanticCustomError("unsupported_feature", NO_TOOLS)
+        return tools
 
     @field_validator("chat_template_kwargs")
     @classmethod
