@@ -184,9 +184,12 @@ class PromptBuilder:
         return self._layout([], documents, list(prompt), "", "")
 
     def chat(self, messages: list[dict], documents: Sequence[ChunkedDocument],
-             template_kwargs: Mapping[str, object] | None = None) -> PromptLayout:
+             template_kwargs: Mapping[str, object] | None = None, add_generation_prompt: bool = True,
+             continue_final_message: bool = False) -> PromptLayout:
         """The chat template's head, the documents' chunks, the template's tail
-        (``template_kwargs``: extra variables for the template, vLLM's ``chat_template_kwargs``).
+        (``template_kwargs``: extra variables for the template, vLLM's ``chat_template_kwargs``;
+        ``add_generation_prompt``: end with the header of a new assistant reply;
+        ``continue_final_message``: end inside the final message, so the reply continues it).
 
         Raises:
             ValueError: no chat template, a template error (e.g. a bad role), or documents
@@ -194,6 +197,8 @@ class PromptBuilder:
         """
         if not self.has_chat_template:
             raise ValueError("this model has no chat template: use /v1/completions")
+        template_kwargs = {**(template_kwargs or {}), "add_generation_prompt": add_generation_prompt,
+                           "continue_final_message": continue_final_message}
         if self.template_wrapper is not None:
             head, tail = self._split_at_documents(messages, len(documents), template_kwargs)
         else:
@@ -256,8 +261,8 @@ class PromptBuilder:
         from jinja2 import TemplateError
 
         try:
-            return self.tokenizer.apply_chat_template(messages, documents=documents, tokenize=False,
-                                                      add_generation_prompt=True, **(template_kwargs or {}))
+            kwargs = {"add_generation_prompt": True, **(template_kwargs or {})}
+            return self.tokenizer.apply_chat_template(messages, documents=documents, tokenize=False, **kwargs)
         except TemplateError as e:
             raise ValueError(f"the chat template rejected the messages: {e}") from e
 

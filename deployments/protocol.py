@@ -94,7 +94,8 @@ class StreamDelta:
     """New tokens of one of a request's sequences (``index``) since its last delta.
 
     ``stats``, ``finish_reason`` and ``cumulative_logprob`` are set on a sequence's last delta
-    only; the logprobs fields when the request asked for logprobs.
+    only; the logprobs fields when the request asked for logprobs; ``prompt_logprobs`` on a
+    sequence's first delta, when the request asked for them.
     """
 
     new_token_ids: tuple[int, ...]
@@ -107,3 +108,4 @@ class StreamDelta:
     new_top_logprobs: tuple[dict[int, float], ...] | None = None
     cumulative_logprob: float | None = None
     stop_reason: str | int | None = None
+    prompt_logprobs: tuple | None = None  # engine.prompt_logprobs.PromptLogprob | None per prompt position

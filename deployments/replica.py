@@ -139,7 +139,9 @@ def _delta(out) -> StreamDelta:
     n = len(out.new_token_ids)
     logprobs = tuple(out.logprobs[len(out.logprobs) - n:]) if out.logprobs is not None and n else None
     top = tuple(out.top_logprobs[len(out.top_logprobs) - n:]) if out.top_logprobs is not None and n else None
+    first = n > 0 and len(out.token_ids) == n
+    prompt = tuple(out.prompt_logprobs) if out.prompt_logprobs is not None and first else None
     return StreamDelta(tuple(out.new_token_ids), out.new_text, out.finished,
                        out.finish_reason if out.finished else None, out.stats if out.finished else None,
                        out.index, logprobs, top, out.cumulative_logprob if out.finished else None,
-                       out.stop_reason)
+                       out.stop_reason, prompt)

@@ -23,6 +23,7 @@ from engine.kv_manager import KVManager
 from engine.loader import load_model
 from engine.model_runner import ModelRunner, StepResult
 from engine.outputs import RequestOutput
+from engine.prompt_logprobs import empty_prompt_logprobs, policy_for, record
 from engine.request import Request, RequestStatus
 from engine.sampler import SampleRow, make_generator, sample
 from engine.sampling_params import SamplingParams
@@ -101,11 +102,12 @@ class Engine:
         bad = [t for t, _ in sampling.logit_bias if t >= self.spec.vocab_size]
         if bad:
             raise ValueError(f"logit_bias token id {bad[0]} is outside the vocabulary [0, {self.spec.vocab_size})")
-        policy = link_policy or self.config.link_policy
+        policy = policy_for(sampling, link_policy or self.config.link_policy)
         keys = [chunk_key(self.model_fingerprint, s.token_ids) for s in segments if s.kind == "chunk"]
         rid = request_id if request_id is not None else f"req-{next(self._ids)}"
         req = Request(rid, list(segments), ids, sampling, policy, self.clock(), keys, make_generator(sampling),
-                      cache_salt=cache_salt, stats=request_stats.created(len(ids)))
+                      cache_salt=cache_salt, stats=request_stats.created(len(ids)),
+                      prompt_logprobs=empty_prompt_logprobs(sampling, len(ids)))
         if sampling.structured is not None:
             req.grammar = self._grammar_book().compile(sampling.structured)
             req.matcher = self._grammar_book().matcher(req.grammar)
@@ -175,6 +177,7 @@ class Engine:
 
     def _postprocess(self, result: StepResult) -> list[RequestOutput]:
         self.chunks.absorb(result.captured)
+        record(result.prompt_logprobs)
         for rid, n in result.blend_dropped.items():
             request_stats.blend_dropped(self._requests[rid].stats, n)
         if result.logits is None:
@@ -217,6 +220,7 @@ class Engine:
                             parent.policy, parent.arrival_s, parent.chunk_keys,
                             make_generator(parent.sampling, i), group_id=parent.group_id, index=i, forked=True,
                             cache_salt=parent.cache_salt, grammar=parent.grammar,
+                            prompt_logprobs=parent.prompt_logprobs,
                             stats=request_stats.created(len(parent.prompt_ids)))
             if parent.grammar is not None:
                 child.matcher = self._grammar_book().matcher(parent.grammar)
@@ -283,6 +287,7 @@ class Engine:
             index=req.index,
             cumulative_logprob=sum(req.logprobs),
             stop_reason=req.stop_reason if finished else None,
+            prompt_logprobs=req.prompt_logprobs,
         )
 
     # ---- batch conveniences -----------------------------------------------------------------

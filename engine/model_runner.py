@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from engine.attention import make_attention_backend
+from engine import prompt_logprobs
 from engine.model import ForwardContext, KVCapture, Model
 from engine.chunk_lifecycle import CompileJob, LinkWrite
 from engine.rope import apply_rope, inverse_frequencies, rope_cos_sin
@@ -30,6 +31,7 @@ class StepResult:
     logits: torch.Tensor | None  # [len(sampled), vocab] float32
     captured: list[tuple[CompileJob, torch.Tensor]] = field(default_factory=list)  # [L, 2, n, Hkv, D]
     blend_dropped: dict[str, int] = field(default_factory=dict)  # request_id -> rows dropped
+    prompt_logprobs: list[prompt_logprobs.PromptValues] = field(default_factory=list)
 
 
 class ModelRunner:
@@ -85,7 +87,9 @@ class ModelRunner:
         sampled = [w for w in works if w.sample]
         rows = [batch.row_offsets[i + 1] - 1 for i, w in enumerate(works) if w.sample]
         logits = self.model.compute_logits(h[rows]) if rows else None
-        return StepResult(sampled, logits, self._split_capture(works, capture), dropped)
+        prompt = prompt_logprobs.select_rows(batch.seqs, batch.positions, batch.row_offsets)
+        return StepResult(sampled, logits, self._split_capture(works, capture), dropped,
+                          prompt_logprobs.compute(self.model.compute_logits, h, prompt))
 
     def _context(self, batch: StepBatch, capture: KVCapture | None,
                  capture_rows: torch.Tensor | None = None) -> ForwardContext:

@@ -55,3 +55,4 @@ class RequestOutput:
     index: int = 0  # which of the request's n sequences
     cumulative_logprob: float = 0.0  # sum of the chosen tokens' logprobs (best_of ranks by it)
     stop_reason: str | int | None = None  # the stop string or stop_token_ids entry that ended it
+    prompt_logprobs: list | None = None  # engine.prompt_logprobs.PromptLogprob | None per prompt position

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -12,6 +13,9 @@ from engine.recompute import PromptPlan, Run
 from engine.sampling_params import SamplingParams
 from engine.segments import LinkPolicy, Segment
 from kvstore.keys import ChunkKey
+
+if TYPE_CHECKING:
+    from engine.prompt_logprobs import PromptLogprob
 
 
 class RequestStatus(enum.Enum):
@@ -50,6 +54,9 @@ class Request:
     cache_salt: str | None = None  # isolates the prefix cache between salts
     grammar: object | None = None  # xgrammar CompiledGrammar of a structured-output request
     matcher: object | None = None  # this sequence's GrammarMatcher
+    # One slot per prompt position (position 0 stays None) when prompt logprobs are asked for;
+    # the sequences of an n > 1 request share sequence 0's list.
+    prompt_logprobs: list[PromptLogprob | None] | None = None
 
     def __post_init__(self) -> None:
         if not self.group_id:

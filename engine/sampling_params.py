@@ -54,6 +54,9 @@ class SamplingParams:
         logprobs: return the log-probability of each chosen token.
         top_logprobs: also return the N most likely tokens' log-probabilities at each step
             (under the unprocessed distribution; 0 returns none).
+        prompt_logprobs: None for none; otherwise each prompt token's logprob (after the first)
+            and the N most likely tokens at its position (vLLM's meaning; every prompt position
+            is then computed, see :mod:`engine.prompt_logprobs`).
         n: sequences generated from the prompt (its KV is computed once and shared).
         skip_special_tokens: leave special tokens out of the text.
         include_stop_str_in_output: keep the stop string that ended the request in the text.
@@ -76,6 +79,7 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = field(default_factory=tuple)
     logprobs: bool = False
     top_logprobs: int = 0
+    prompt_logprobs: int | None = None
     n: int = 1
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
@@ -103,6 +107,8 @@ class SamplingParams:
         for name in ("top_logprobs", "min_tokens"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        if self.prompt_logprobs is not None and (not _is_int(self.prompt_logprobs) or self.prompt_logprobs < 0):
+            raise ValueError(f"prompt_logprobs must be None or an integer >= 0, got {self.prompt_logprobs!r}")
         if self.min_tokens > self.max_tokens:
             raise ValueError(f"min_tokens ({self.min_tokens}) must be at most max_tokens ({self.max_tokens})")
         if self.min_tokens and self.structured is not None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from deployments.http.api_metrics import APIMetrics
 from deployments.http.errors import APIError
+from deployments.http.prompt_logprobs import PromptLogprobs, prompt_logprobs
 from deployments.protocol import Accepted, Failed, StreamDelta
 from deployments.http.responses import (
     SSE_DONE,
@@ -45,6 +46,7 @@ class Submitted:
     accepted: Accepted
     prompt_tokens: int
     echo: str  # the prompt text, when the client asked for echo; else ""
+    prompt_ids: tuple[int, ...] = ()  # the prompt's token ids (prompt logprobs name them)
 
 
 @dataclass(slots=True)
@@ -97,7 +99,11 @@ class Generation:
 
     def __init__(self, endpoint: Endpoint, request_id: str, model: str, submitted: list[Submitted],
                  num_choices: int, num_sequences: int, num_logprobs: int | None, decode: Decode,
-                 metrics: APIMetrics, arrival: float):
+                 metrics: APIMetrics, arrival: float, echo_logprobs: bool = False,
+                 prompt_logprobs_field: bool = False, role: str = "assistant"):
+        """``echo_logprobs``: the echoed prompt's tokens lead the logprobs (completions);
+        ``prompt_logprobs_field``: vLLM's ``prompt_logprobs`` field is returned; ``role``: the
+        chat reply's role."""
         self.endpoint = endpoint
         self.request_id = request_id
         self.model = model
@@ -109,6 +115,10 @@ class Generation:
         self.decode = decode
         self.metrics = metrics
         self.arrival = arrival
+        self.echo_logprobs = echo_logprobs
+        self.prompt_logprobs_field = prompt_logprobs_field
+        self.role = role
+        self.prompts: dict[int, PromptLogprobs] = {}  # per prompt, once its logprobs arrived
         self.seqs = {(p, s): _Sequence() for p in range(len(submitted)) for s in range(num_sequences)}
         self._started = [False] * len(submitted)  # a prompt's first token arrived
         self._open = [num_sequences] * len(submitted)  # sequences not finished, per prompt
@@ -129,10 +139,13 @@ class Generation:
                 seqs = sorted(seqs, key=lambda q: -q.cumulative_logprob)[: self.num_choices]
             for j, q in enumerate(seqs):
                 text = sub.echo + "".join(q.parts)
+                prompt = self.prompts.get(p)
                 lp = logprobs_body(self.endpoint, q.tokens if self.num_logprobs is not None else None,
-                                   len(sub.echo))
-                choices.append(Choice(p * self.num_choices + j, text, q.finish_reason, lp, q.stop_reason))
-        body = final_body(self.endpoint, self.request_id, self.created, self.model, choices, self._usage())
+                                   len(sub.echo), prompt.tokens if prompt is not None and self.echo_logprobs else ())
+                by_id = prompt.by_id if prompt is not None and self.prompt_logprobs_field else None
+                choices.append(Choice(p * self.num_choices + j, text, q.finish_reason, lp, q.stop_reason, by_id))
+        body = final_body(self.endpoint, self.request_id, self.created, self.model, choices, self._usage(),
+                          self.role)
         self._finished()
         return body
 
@@ -146,7 +159,7 @@ class Generation:
                 for i in range(len(self.submitted) * self.num_choices):
                     yield sse(chunk_body(self.endpoint, self.request_id, self.created, self.model,
                                          Choice(i, "", None), include_usage,
-                                         running_usage(prompt_tokens, 0) if continuous_usage else None, role=True))
+                                         running_usage(prompt_tokens, 0) if continuous_usage else None, role=self.role))
             async for p, delta in merge([s.stream for s in self.submitted]):
                 try:
                     q = await self._take(p, delta)
@@ -154,14 +167,16 @@ class Generation:
                     yield sse(e.body())
                     self.metrics.request_done(self.endpoint, e.status)
                     break
-                text = delta.new_text
+                text, echoed_prompt = delta.new_text, ()
                 if not q.echoed and self.submitted[p].echo:
                     text, q.echoed = self.submitted[p].echo + text, True
+                    if self.echo_logprobs and p in self.prompts:
+                        echoed_prompt = self.prompts[p].tokens
                 lp = None
                 if self.num_logprobs is not None and delta.new_token_ids:
                     n = len(delta.new_token_ids)
                     offset = len(self.submitted[p].echo) + sum(len(t.token) for t in q.tokens[:-n])
-                    lp = logprobs_body(self.endpoint, q.tokens[-n:], offset)
+                    lp = logprobs_body(self.endpoint, q.tokens[-n:], offset, echoed_prompt)
                 if text or delta.finished or lp is not None:
                     now = running_usage(prompt_tokens, self._completion_tokens()) if continuous_usage else None
                     choice = Choice(p * self.num_choices + delta.index, text,
@@ -182,6 +197,8 @@ class Generation:
         if isinstance(delta, Failed):
             raise APIError(500, delta.message, code="engine_error")
         q = self.seqs[p, delta.index]
+        if delta.prompt_logprobs is not None and p not in self.prompts:
+            self.prompts[p] = await prompt_logprobs(self.submitted[p].prompt_ids, delta.prompt_logprobs, self.decode)
         if delta.new_token_ids and not self._started[p]:
             self._started[p] = True
             self.metrics.first_token(time.perf_counter() - self.arrival)

@@ -136,7 +136,8 @@ class Ingress:
         self._authorize(request)
         model = ChatCompletionRequest if endpoint == "chat" else CompletionRequest
         body = self._parse(model, await read_body(request, self.config.max_body_bytes))
-        self._check_model(body.model)
+        if body.model is not None:
+            self._check_model(body.model)
         if body.documents is not None and len(body.documents) > self.config.max_documents:
             raise bad_request(f"{len(body.documents)} documents; at most {self.config.max_documents} per request",
                               "documents")
@@ -159,14 +160,18 @@ class Ingress:
                 stream, accepted = await self._submit(EngineRequest(
                     rid, layout.segments, sampling, policy, layout.routing_hint, layout.text, body.cache_salt))
                 self.metrics.kv_usage(accepted.replica_id, accepted.kv_usage)
-                submitted.append(Submitted(stream, accepted, layout.routing_hint.total_tokens, echo))
+                submitted.append(Submitted(stream, accepted, layout.routing_hint.total_tokens, echo,
+                                           tuple(prompt_token_ids(layout.segments))))
         except BaseException:
             for s in submitted:
                 s.stream.cancel()
             raise
         headers = {REPLICA_HEADER: ",".join(dict.fromkeys(s.accepted.replica_id for s in submitted))}
         generation = Generation(endpoint, request_id, self.config.served_model_name, submitted, body.num_choices,
-                                body.num_sequences, body.num_logprobs, self._decode_each, self.metrics, arrival)
+                                body.num_sequences, body.num_logprobs, self._decode_each, self.metrics, arrival,
+                                echo_logprobs=endpoint == "completions" and body.echo_logprobs,
+                                prompt_logprobs_field=body.num_prompt_logprobs is not None,
+                                role=body.reply_role if endpoint == "chat" else "assistant")
         if body.stream:
             return StreamingResponse(generation.events(body.include_usage, body.continuous_usage),
                                      media_type="text/event-stream", headers=headers)
@@ -178,7 +183,7 @@ class Ingress:
         docs = self.builder.ordered(self.documents.resolve(body.documents or []), body.document_order, body.question)
         if endpoint == "chat":
             return [(self.builder.chat([m.as_template_message() for m in body.messages], docs,
-                                       body.chat_template_kwargs), "")]
+                                       body.chat_template_kwargs, **body.template_options), body.echo_text)]
         out = []
         for prompt in body.prompts:
             echo = "" if not body.echo else prompt if isinstance(prompt, str) else self.builder.tokenizer.decode(prompt)

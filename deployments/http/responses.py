@@ -36,10 +36,11 @@ def sse(obj: dict[str, Any]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class TokenLogprob:
-    """One generated token as the client sees it: its text, logprob and the top alternatives."""
+    """One token as the client sees it: its text, logprob and the top alternatives (a prompt's
+    first token has neither: None)."""
 
     token: str
-    logprob: float
+    logprob: float | None
     top: tuple[tuple[str, float], ...] | None = None
 
 
@@ -77,14 +78,23 @@ def chat_logprobs(tokens: Sequence[TokenLogprob]) -> dict[str, Any]:
                         for t in tokens], "refusal": None}
 
 
-def completion_logprobs(tokens: Sequence[TokenLogprob], text_offset: int) -> dict[str, Any]:
-    """``text_offset``: where the first token's text starts in the choice's text."""
+def completion_logprobs(tokens: Sequence[TokenLogprob], text_offset: int,
+                        prompt: Sequence[TokenLogprob] = ()) -> dict[str, Any]:
+    """``text_offset``: where the first token's text starts in the choice's text; ``prompt``:
+    the echoed prompt's tokens, ahead of them (their offsets count from 0)."""
+    offsets = list(_offsets(prompt, 0))
+    tokens = [*prompt, *tokens]
+    offsets += _offsets(tokens[len(prompt):], text_offset)
+    return {"tokens": [t.token for t in tokens], "token_logprobs": [t.logprob for t in tokens],
+            "top_logprobs": [_by_text(t.top) if t.top is not None else None for t in tokens], "text_offset": offsets}
+
+
+def _offsets(tokens: Sequence[TokenLogprob], text_offset: int) -> list[int]:
     offsets = []
     for t in tokens:
         offsets.append(text_offset)
         text_offset += len(t.token)
-    return {"tokens": [t.token for t in tokens], "token_logprobs": [t.logprob for t in tokens],
-            "top_logprobs": [_by_text(t.top) if t.top is not None else None for t in tokens], "text_offset": offsets}
+    return offsets
 
 
 def _by_text(top: Sequence[tuple[str, float]]) -> dict[str, float]:
@@ -95,10 +105,11 @@ def _by_text(top: Sequence[tuple[str, float]]) -> dict[str, float]:
     return out
 
 
-def logprobs_body(endpoint: Endpoint, tokens: Sequence[TokenLogprob] | None, text_offset: int = 0) -> Any:
+def logprobs_body(endpoint: Endpoint, tokens: Sequence[TokenLogprob] | None, text_offset: int = 0,
+                  prompt: Sequence[TokenLogprob] = ()) -> Any:
     if tokens is None:
         return None
-    return chat_logprobs(tokens) if endpoint == "chat" else completion_logprobs(tokens, text_offset)
+    return chat_logprobs(tokens) if endpoint == "chat" else completion_logprobs(tokens, text_offset, prompt)
 
 
 def _envelope(endpoint: Endpoint, request_id: str, created: int, model: str, chunk: bool) -> dict[str, Any]:
@@ -116,28 +127,36 @@ class Choice:
     finish_reason: str | None
     logprobs: Any = None  # the endpoint's logprobs body, or None
     stop_reason: str | int | None = None  # vLLM's: the stop string or token id that ended it
+    prompt_logprobs: list | None = None  # vLLM's prompt_logprobs field, when asked for
 
 
 def final_body(endpoint: Endpoint, request_id: str, created: int, model: str, choices: Sequence[Choice],
-               usage_body: dict[str, Any]) -> dict[str, Any]:
-    """The whole response of a non-streamed request."""
+               usage_body: dict[str, Any], role: str = "assistant") -> dict[str, Any]:
+    """The whole response of a non-streamed request (vLLM's ``prompt_logprobs``, when asked for:
+    per choice in completions, at the top level in chat, whose choices share one prompt)."""
+    extra = {}
     if endpoint == "completions":
         out = [{"index": c.index, "text": c.text, "logprobs": c.logprobs, "finish_reason": c.finish_reason,
                 "stop_reason": c.stop_reason} for c in choices]
+        for c, o in zip(choices, out):
+            if c.prompt_logprobs is not None:
+                o["prompt_logprobs"] = c.prompt_logprobs
     else:
-        out = [{"index": c.index, "message": {"role": "assistant", "content": c.text}, "logprobs": c.logprobs,
+        out = [{"index": c.index, "message": {"role": role, "content": c.text}, "logprobs": c.logprobs,
                 "finish_reason": c.finish_reason, "stop_reason": c.stop_reason} for c in choices]
-    return {**_envelope(endpoint, request_id, created, model, False), "choices": out, "usage": usage_body}
+        if choices and choices[0].prompt_logprobs is not None:
+            extra["prompt_logprobs"] = choices[0].prompt_logprobs
+    return {**_envelope(endpoint, request_id, created, model, False), "choices": out, "usage": usage_body, **extra}
 
 
 def chunk_body(endpoint: Endpoint, request_id: str, created: int, model: str, choice: Choice,
-               include_usage: bool, usage_now: dict[str, int] | None = None, role: bool = False) -> dict[str, Any]:
+               include_usage: bool, usage_now: dict[str, int] | None = None, role: str | None = None) -> dict[str, Any]:
     """One streamed event with a text delta (``role``: a chat choice's opening event)."""
     if endpoint == "completions":
         out = {"index": choice.index, "text": choice.text, "logprobs": choice.logprobs,
                "finish_reason": choice.finish_reason, "stop_reason": choice.stop_reason}
     else:
-        delta: dict[str, str] = {"role": "assistant", "content": ""} if role else {}
+        delta: dict[str, str] = {"role": role, "content": ""} if role else {}
         if choice.text:
             delta["content"] = choice.text
         out = {"index": choice.index, "delta": delta, "logprobs": choice.logprobs,

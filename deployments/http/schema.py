@@ -10,13 +10,13 @@ clients send them with ``extra_body``): vLLM's sampling fields (``top_k``, ``min
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from deployments.http.bodies import Body
+from deployments.http.structured_schema import ResponseFormat, StructuredOutputsSpec, structured_output
 from engine.sampling_params import SamplingParams, StructuredOutput
 from engine.segments import LINK_POLICY_NAMES, LinkPolicy
 from deployments.document_order import DOCUMENT_ORDERS
@@ -69,38 +69,10 @@ class StreamOptions(Body):
     continuous_usage_stats: bool | None = False
 
 
-class JsonSchemaFormat(Body):
-    name: str = "response"
-    description: str | None = None
-    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
-    strict: bool | None = None
-
-
-class ResponseFormat(Body):
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: JsonSchemaFormat | None = None
-
-    @model_validator(mode="after")
-    def _schema_given(self) -> ResponseFormat:
-        if self.type == "json_schema" and self.json_schema is None:
-            raise ValueError('type "json_schema" needs a "json_schema" object')
-        return self
-
-
-class StructuredOutputsSpec(Body):
-    """vLLM's ``structured_outputs``: exactly one of its constraints."""
-
-    json_: dict[str, Any] | str | None = Field(default=None, alias="json")
-    regex: str | None = None
-    choice: list[str] | None = None
-    grammar: str | None = None
-    json_object: bool | None = None
-
-
 class _Generation(Body):
-    """Fields shared by both endpoints."""
+    """Fields shared by both endpoints (``model`` may be left out: the served model, as in vLLM)."""
 
-    model: str
+    model: str | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
@@ -132,6 +104,7 @@ class _Generation(Body):
     documents: list[DocumentRef] | None = None
     link_policy: LinkPolicySpec | None = None
     document_order: Literal["as_given", "retrieval", "lexical"] = "as_given"
+    prompt_logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
 
     @field_validator("stop")
     @classmethod
@@ -162,6 +135,8 @@ class _Generation(Body):
             raise ValueError(f"best_of ({self.best_of}) must be at least n ({self.num_choices})")
         if self.stream and self.num_sequences > self.num_choices:
             raise ValueError("best_of > n cannot be streamed: the best sequences are known only at the end")
+        if self.stream and self.prompt_logprobs is not None:
+            raise ValueError("prompt_logprobs cannot be streamed")
         return self
 
     # ---- what the ingress asks of the engine ---------------------------------------------------
@@ -184,39 +159,16 @@ class _Generation(Body):
         """None: no logprobs; otherwise how many alternatives per token."""
         raise NotImplementedError
 
-    def structured(self) -> StructuredOutput | None:
-        """The one output constraint the request names, if any.
+    @property
+    def num_prompt_logprobs(self) -> int | None:
+        """None: no prompt logprobs; otherwise how many alternatives per prompt token (the
+        request is then computed in full: see :mod:`engine.prompt_logprobs`)."""
+        return self.prompt_logprobs
 
-        Raises:
-            ValueError: more than one is named.
-        """
-        found: list[StructuredOutput] = []
-        rf = self.response_format
-        if rf is not None and rf.type == "json_object":
-            found.append(StructuredOutput("json_object"))
-        if rf is not None and rf.type == "json_schema":
-            schema = rf.json_schema.schema_
-            found.append(StructuredOutput("json_schema", json.dumps(schema)) if schema is not None
-                         else StructuredOutput("json_object"))
-        so = self.structured_outputs or StructuredOutputsSpec()
-        for schema in (self.guided_json, so.json_):
-            if schema is not None:
-                found.append(StructuredOutput("json_schema", schema if isinstance(schema, str) else json.dumps(schema)))
-        for regex in (self.guided_regex, so.regex):
-            if regex is not None:
-                found.append(StructuredOutput("regex", regex))
-        for choice in (self.guided_choice, so.choice):
-            if choice is not None:
-                found.append(StructuredOutput("choice", choices=tuple(choice)))
-        for grammar in (self.guided_grammar, so.grammar):
-            if grammar is not None:
-                found.append(StructuredOutput("grammar", grammar))
-        if so.json_object:
-            found.append(StructuredOutput("json_object"))
-        if len(found) > 1:
-            raise ValueError("name at most one structured output constraint (response_format, structured_outputs, "
-                             "guided_json, guided_regex, guided_choice, guided_grammar)")
-        return found[0] if found else None
+    def structured(self) -> StructuredOutput | None:
+        """The one output constraint the request names, if any (ValueError: more than one)."""
+        return structured_output(self.response_format, self.structured_outputs, self.guided_json,
+                                 self.guided_regex, self.guided_choice, self.guided_grammar)
 
     def sampling(self, max_tokens: int) -> SamplingParams:
         """The engine's sampling parameters for this request (``max_tokens`` resolved by the
@@ -244,6 +196,7 @@ class _Generation(Body):
             logit_bias=tuple((int(t), b) for t, b in (self.logit_bias or {}).items()),
             logprobs=num_logprobs is not None,
             top_logprobs=num_logprobs or 0,
+            prompt_logprobs=self.num_prompt_logprobs,
             n=self.num_sequences,
             skip_special_tokens=self.skip_special_tokens,
             include_stop_str_in_output=self.include_stop_str_in_output,
@@ -294,12 +247,6 @@ class CompletionRequest(_Generation):
             raise ValueError("suffix is not supported")
         return value
 
-    @model_validator(mode="after")
-    def _no_prompt_logprobs(self) -> CompletionRequest:
-        if self.echo and self.logprobs is not None:
-            raise ValueError("echo with logprobs needs the prompt's logprobs, which this server does not compute")
-        return self
-
     @property
     def prompts(self) -> list[Prompt]:
         p = self.prompt
@@ -308,6 +255,18 @@ class CompletionRequest(_Generation):
     @property
     def num_logprobs(self) -> int | None:
         return self.logprobs
+
+    @property
+    def num_prompt_logprobs(self) -> int | None:
+        """``prompt_logprobs``, else ``logprobs`` when echoing (the echoed prompt's tokens
+        carry logprobs too), as vLLM does."""
+        if self.prompt_logprobs is None and self.echo:
+            return self.logprobs
+        return self.prompt_logprobs
+
+    @property
+    def echo_logprobs(self) -> bool:
+        return self.echo and self.logprobs is not None
 
 
 class ContentPart(Body):
@@ -328,7 +287,8 @@ class ChatMessage(Body):
 
 
 NO_TOOLS = "tool calling is not supported for this model"
-_RESERVED_TEMPLATE_KWARGS = frozenset({"messages", "conversation", "documents", "tokenize", "add_generation_prompt"})
+_RESERVED_TEMPLATE_KWARGS = frozenset({"messages", "conversation", "documents", "tokenize", "add_generation_prompt",
+                                       "continue_final_message"})
 
 
 class ChatCompletionRequest(_Generation):
@@ -338,10 +298,13 @@ class ChatCompletionRequest(_Generation):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+    tool_choice: str | dict[str, Any] | None = None  # before tools: their validator reads it
     tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     chat_template_kwargs: dict[str, Any] | None = None
+    echo: bool = False
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
 
     @property
     def question(self) -> str:
@@ -349,19 +312,20 @@ class ChatCompletionRequest(_Generation):
         users = [m.as_template_message()["content"] for m in self.messages if m.role == "user"]
         return users[-1] if users else ""
 
-    @field_validator("tools")
-    @classmethod
-    def _no_tools(cls, tools: list | None) -> list | None:
-        if tools:
-            raise PydanticCustomError("unsupported_feature", NO_TOOLS)
-        return tools
-
     @field_validator("tool_choice")
     @classmethod
     def _no_tool_choice(cls, choice: str | dict | None) -> str | dict | None:
         if choice not in (None, "none", "auto"):
             raise PydanticCustomError("unsupported_feature", NO_TOOLS)
         return choice
+
+    @field_validator("tools")
+    @classmethod
+    def _no_tools(cls, tools: list | None, info: ValidationInfo) -> list | None:
+        # As in vLLM, tools with tool_choice "none" are accepted: the model is not to call them.
+        if tools and info.data.get("tool_choice") != "none":
+            raise PydanticCustomError("unsupported_feature", NO_TOOLS)
+        return tools
 
     @field_validator("chat_template_kwargs")
     @classmethod
@@ -376,6 +340,32 @@ class ChatCompletionRequest(_Generation):
         if self.top_logprobs and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs=true")
         return self
+
+    @model_validator(mode="after")
+    def _one_way_to_end_the_prompt(self) -> ChatCompletionRequest:
+        if self.add_generation_prompt and self.continue_final_message:
+            raise ValueError("add_generation_prompt and continue_final_message cannot both be true: "
+                             "set add_generation_prompt to false to continue the final message")
+        return self
+
+    @property
+    def template_options(self) -> dict[str, bool]:
+        """How the chat template ends the prompt: a new reply's header, or the final message left
+        open to be continued."""
+        return {"add_generation_prompt": self.add_generation_prompt,
+                "continue_final_message": self.continue_final_message}
+
+    @property
+    def reply_role(self) -> str:
+        """The role being generated: the assistant after a generation prompt, else the final
+        message's (vLLM's meaning)."""
+        return "assistant" if self.add_generation_prompt else self.messages[-1].as_template_message()["role"]
+
+    @property
+    def echo_text(self) -> str:
+        """``echo``: the final message's content, when it has the role being generated."""
+        last = self.messages[-1].as_template_message()
+        return last["content"] if self.echo and last["role"] == self.reply_role else ""
 
     @property
     def requested_max_tokens(self) -> int | None:

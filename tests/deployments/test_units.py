@@ -149,9 +149,35 @@ def test_context_length_exceeded(endpoint, requested, prompt, says):
     assert "maximum context length is 1000 tokens" in e.value.message and says in e.value.message
 
 
-def test_echo_with_logprobs_is_refused():
-    with pytest.raises(APIError, match="prompt's logprobs"):
-        parse_body(CompletionRequest, b'{"model": "m", "prompt": "x", "echo": true, "logprobs": 1}')
+def test_echo_with_logprobs_asks_for_prompt_logprobs():
+    def sampling(raw: bytes):
+        return parse_body(CompletionRequest, raw)[0].sampling(4)
+
+    assert sampling(b'{"model": "m", "prompt": "x", "echo": true, "logprobs": 2}').prompt_logprobs == 2
+    assert sampling(b'{"model": "m", "prompt": "x", "echo": true}').prompt_logprobs is None
+    assert sampling(b'{"model": "m", "prompt": "x", "logprobs": 2}').prompt_logprobs is None
+    assert sampling(b'{"model": "m", "prompt": "x", "echo": true, "logprobs": 2, "prompt_logprobs": 0}'
+                    ).prompt_logprobs == 0
+    chat, _ = parse_body(ChatCompletionRequest, b'{"messages": [{"role": "user", "content": "q"}], '
+                                                b'"prompt_logprobs": 3}')
+    assert chat.model is None and chat.sampling(4).prompt_logprobs == 3
+
+
+def test_chat_reply_role_and_echo():
+    def body(**fields) -> ChatCompletionRequest:
+        return parse_body(ChatCompletionRequest, json.dumps({"messages": [
+            {"role": "user", "content": "q"}, {"role": "assistant", "content": "The answer is"}], **fields}
+        ).encode())[0]
+
+    assert (body().reply_role, body().echo_text) == ("assistant", "")
+    assert body(echo=True).echo_text == "The answer is"  # the final message is the assistant's
+    kept = body(echo=True, add_generation_prompt=False, continue_final_message=True)
+    assert kept.template_options == {"add_generation_prompt": False, "continue_final_message": True}
+    user_last = parse_body(ChatCompletionRequest, b'{"messages": [{"role": "user", "content": "q"}], '
+                                                  b'"echo": true, "add_generation_prompt": false}')[0]
+    assert (user_last.reply_role, user_last.echo_text) == ("user", "q")
+    with pytest.raises(APIError, match="cannot both be true"):
+        body(continue_final_message=True)
 
 
 def test_documents_in_vllm_shape():

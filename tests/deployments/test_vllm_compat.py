@@ -85,10 +85,20 @@ def test_completion_logprobs_streamed_equal_whole_and_engine(client, reference_e
     assert whole.text_offset[0] == 0
 
 
-def test_n_with_seed_reproducible_and_prompt_computed_once(client, reference_engine):
+def recomputed_tokens_total(base_url: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(base_url + "/metrics", timeout=30).text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "epic:recomputed_tokens_total" and s.labels == {"model_name": SERVED_MODEL})
+
+
+def test_n_with_seed_reproducible_and_prompt_computed_once(client, reference_engine, base_url):
     prompt = "Falcon glacier market pepper saddle tunnel"  # used by no other test: no prefix hits
     kwargs = dict(model=SERVED_MODEL, prompt=prompt, max_tokens=8, temperature=1.0, seed=21, n=3)
+    computed_before = recomputed_tokens_total(base_url)
     first = client.completions.create(**kwargs, extra_body={"ignore_eos": True, "cache_salt": "n-test-1"})
+    computed_after = recomputed_tokens_total(base_url)
     again = client.completions.create(**kwargs, extra_body={"ignore_eos": True, "cache_salt": "n-test-2"})
     texts = [c.text for c in first.choices]
     assert [c.index for c in first.choices] == [0, 1, 2]
@@ -102,6 +112,7 @@ def test_n_with_seed_reproducible_and_prompt_computed_once(client, reference_eng
     # Three sequences, one prompt computation (distinct cache salts: no prefix-cache hits).
     assert first.usage.model_extra["cache"]["recomputed_tokens"] == num_prompt
     assert first.usage.prompt_tokens_details.cached_tokens == 0
+    assert computed_after - computed_before == num_prompt  # the engine's stats, on /metrics, agree
 
 
 def test_best_of_returns_the_most_likely_sequence(client, reference_engine):
