@@ -7,7 +7,7 @@ dataclass's own field types, and every error naming its key path::
       -> ValueError: engine.link_policy.tail must be float, got 'x'
 
 Supported field types: int, float (an int is widened), bool, str, ``X | None``, ``Literal``,
-and nested dataclasses (a nested mapping). Range and cross-field rules stay in each
+``dict[K, V]``, and nested dataclasses (a nested mapping). Range and cross-field rules stay in each
 dataclass's ``__post_init__``; :func:`check_types` lets it check its types the same way when
 it is built from Python rather than YAML.
 """
@@ -83,6 +83,12 @@ def check_value(hint: Any, value: Any, path: str) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return check_value(inner, value, path)
+    if origin is dict:
+        key_type, value_type = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ValueError(f"{path} must be a mapping, got {value!r}")
+        return {check_value(key_type, k, f"{path} key"): check_value(value_type, v, _join(path, k))
+                for k, v in value.items()}
     if dataclasses.is_dataclass(hint):
         return value if isinstance(value, hint) else from_mapping(hint, value, path)
     is_int = isinstance(value, int) and not isinstance(value, bool)

@@ -87,6 +87,9 @@ class IngressConfig:
         num_cpus: CPUs reserved per ingress replica (tokenization runs here).
         strict: unknown request fields are a 400 (otherwise ignored with a logged warning).
         api_key: when set, every ``/v1`` route needs ``Authorization: Bearer <api_key>``.
+        api_keys: API key -> tenant. With any, every ``/v1`` route needs one of these keys (or
+            ``api_key``, which is no tenant's); a tenant's chunk and prefix caches and its
+            registered documents are its own (see README "Tenants and cache_salt").
     """
 
     served_model_name: str = ""
@@ -98,6 +101,7 @@ class IngressConfig:
     num_cpus: float = 0.0
     strict: bool = False
     api_key: str | None = None
+    api_keys: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_documents", "default_max_tokens", "max_ongoing_requests",
@@ -106,6 +110,10 @@ class IngressConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.api_key == "":
             raise ValueError("api_key must be non-empty when set")
+        if any(not k or not tenant for k, tenant in self.api_keys.items()):
+            raise ValueError("api_keys maps non-empty keys to non-empty tenant names")
+        if self.api_key is not None and self.api_key in self.api_keys:
+            raise ValueError("api_key is also one of api_keys: a key belongs to one tenant or none")
         if self.num_cpus < 0:
             raise ValueError(f"num_cpus must be >= 0, got {self.num_cpus}")
 

@@ -29,6 +29,7 @@ Pure logic on a ``transformers`` tokenizer: no Ray, no FastAPI.
 
 from __future__ import annotations
 
+import copy
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -133,7 +134,12 @@ class PromptBuilder:
         chunk_tokens: KVSplit's largest chunk.
         documents_system_prompt: the system turn added to chat requests with documents when the
             template does not render documents and the messages have no system turn.
+
+    ``scope`` (None here; :meth:`scoped` makes a builder for one) is the cache scope every chunk
+    and prefix key it computes is under (:func:`kvstore.keys.cache_scope`).
     """
+
+    scope: str | None = None
 
     def __init__(self, tokenizer, model_fingerprint: str, chunk_tokens: int,
                  documents_system_prompt: str = DEFAULT_DOCUMENTS_SYSTEM_PROMPT):
@@ -172,8 +178,16 @@ class PromptBuilder:
         texts = [d.text or self.tokenizer.decode([t for ids in d.chunk_token_ids for t in ids]) for d in documents]
         return [documents[i] for i in document_order(order, question, texts)]
 
+    def scoped(self, scope: str | None) -> PromptBuilder:
+        """This builder, keying chunks and the prefix under ``scope``."""
+        if scope == self.scope:
+            return self
+        builder = copy.copy(self)
+        builder.scope = scope
+        return builder
+
     def keys_of(self, chunk_token_ids: Sequence[Sequence[int]]) -> tuple[ChunkKey, ...]:
-        return tuple(chunk_key(self.model_fingerprint, ids) for ids in chunk_token_ids)
+        return tuple(chunk_key(self.model_fingerprint, ids, self.scope) for ids in chunk_token_ids)
 
     # ---- prompts --------------------------------------------------------------------------
 
@@ -251,7 +265,7 @@ class PromptBuilder:
             segments.append(Segment.text(text_ids))
         total = len(prefix_ids) + sum(counts) + len(text_ids)
         # The prefix is keyed like a chunk: the router's prefix affinity (the engine's prefix cache).
-        prefix_key = chunk_key(self.model_fingerprint, prefix_ids) if prefix_ids else None
+        prefix_key = chunk_key(self.model_fingerprint, prefix_ids, self.scope) if prefix_ids else None
         hint = RoutingHint(chunk_keys=tuple(keys), chunk_tokens=tuple(counts), prefix_tokens=len(prefix_ids),
                            prefix_key=prefix_key, total_tokens=total)
         return PromptLayout(tuple(segments), hint, head + "".join(d.text for d in documents) + text)

@@ -31,7 +31,8 @@ class EngineRequest:
         link_policy: the request's link policy; None takes the engine's default.
         routing_hint: the request's reusable spans, for the router.
         prompt: the prompt as text, for text-prefix routers.
-        cache_salt: keeps this request's prefix-cache blocks apart from other salts'.
+        cache_scope: the request's cache scope (:func:`kvstore.keys.cache_scope` of its tenant
+            and ``cache_salt``): chunk keys and prefix-cache blocks apart from other scopes'.
     """
 
     request_id: str
@@ -40,7 +41,7 @@ class EngineRequest:
     link_policy: LinkPolicy | None
     routing_hint: RoutingHint
     prompt: str
-    cache_salt: str | None = None
+    cache_scope: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class CompileRequest:
     chunk_token_ids: tuple[tuple[int, ...], ...]
     routing_hint: RoutingHint
     prompt: str
+    cache_scope: str | None = None  # the tenant's (documents are registered per tenant)
 
 
 @dataclass(frozen=True, slots=True)

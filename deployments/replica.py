@@ -67,7 +67,7 @@ class EngineReplica:
 
         try:
             stream = await self.engine.add_request(list(request.segments), request.sampling, request.link_policy,
-                                                   request.request_id, request.cache_salt)
+                                                   request.request_id, request.cache_scope)
         except ValueError as e:
             yield Rejected(str(e))
             return
@@ -96,7 +96,7 @@ class EngineReplica:
         Missing chunks are compiled inside the engine's normal steps, next to running requests;
         held ones are only touched.
         """
-        await self.engine.compile_chunks([list(ids) for ids in request.chunk_token_ids])
+        await self.engine.compile_chunks([list(ids) for ids in request.chunk_token_ids], request.cache_scope)
         persisted = await asyncio.to_thread(self.store.flush, FLUSH_TIMEOUT_S)
         return CompileResult(self.replica_id, persisted)
 

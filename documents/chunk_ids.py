@@ -6,8 +6,9 @@ k tokens of a chunk are recomputed, ``full`` recomputes all), so the ids are kep
 
     chunk-ids/<key[:2]>/<key>.ids     little-endian int32 token ids
 
-A chunk key is a hash of (model fingerprint, ids), so a read is verified by recomputing the
-key: ids that do not hash to their key (a torn write, another model's file) read as absent.
+A chunk key is a hash of (model fingerprint, ids, cache scope), so a read is verified by
+recomputing the key: ids that do not hash to their key (a torn write, another model's or
+scope's file) read as absent. One store serves one scope (a tenant's, or none).
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ def _name(key: ChunkKey) -> str:
 class ChunkIdStore:
     """put / get of chunk token ids by chunk key (backend failures raise ``TierError``)."""
 
-    def __init__(self, blobs: BlobStore, model_fingerprint: str) -> None:
+    def __init__(self, blobs: BlobStore, model_fingerprint: str, scope: str | None = None) -> None:
         self._blobs = blobs
         self.model_fingerprint = model_fingerprint
+        self.scope = scope
 
     def put(self, token_ids: Sequence[int]) -> ChunkKey:
         """Store a chunk's ids (idempotent) and return its key."""
-        key = chunk_key(self.model_fingerprint, token_ids)
+        key = chunk_key(self.model_fingerprint, token_ids, self.scope)
         name = _name(key)
         if not self._blobs.exists(name):
             self._blobs.put(name, [np.asarray(token_ids, dtype="<i4").tobytes()])
@@ -47,6 +49,6 @@ class ChunkIdStore:
         if buf is None or buf.nbytes % 4:
             return None
         ids = tuple(int(t) for t in buf.view("<i4"))
-        if not ids or chunk_key(self.model_fingerprint, ids) != key:
+        if not ids or chunk_key(self.model_fingerprint, ids, self.scope) != key:
             return None
         return ids

@@ -14,10 +14,11 @@ from deployments.prompting import ChunkedDocument, PromptBuilder
 from documents.chunk_ids import ChunkIdStore
 from documents.errors import DocumentIncomplete, DocumentNotFound, InvalidDocument, StoreUnavailable
 from documents.registry import DocumentRecord, DocumentRegistry
-from kvstore.blobs import MemoryBlobs
+from kvstore.blobs import BlobStore, MemoryBlobs
 from kvstore.builder import open_blobs
 from kvstore.config import StoreConfig
 from kvstore.errors import TierError
+from kvstore.keys import cache_scope
 
 
 class DocumentRef(Protocol):
@@ -44,29 +45,38 @@ class DocumentLibrary:
         self.chunk_ids = chunk_ids
 
     @classmethod
-    def open(cls, builder: PromptBuilder, store: StoreConfig) -> DocumentLibrary:
-        """The library at ``store``'s persistent location (in process memory when there is
-        none), for the model whose fingerprint ``builder`` puts into chunk keys."""
-        blobs = open_blobs(store) or MemoryBlobs()
+    def open(cls, builder: PromptBuilder, store: StoreConfig | BlobStore, tenant: str | None = None) -> DocumentLibrary:
+        """``tenant``'s library at ``store``'s persistent location (a config, or its opened
+        blob store; in process memory when there is none), for the model whose fingerprint
+        ``builder`` puts into chunk keys. Its documents' chunks are keyed under the tenant's
+        scope, whatever scope ``builder`` has."""
+        blobs = (open_blobs(store) or MemoryBlobs()) if isinstance(store, StoreConfig) else store
         fingerprint = builder.model_fingerprint
-        return cls(builder, DocumentRegistry(blobs, fingerprint), ChunkIdStore(blobs, fingerprint))
+        scope = cache_scope(tenant, None)
+        return cls(builder.scoped(scope), DocumentRegistry(blobs, fingerprint, tenant),
+                   ChunkIdStore(blobs, fingerprint, scope))
 
-    def resolve(self, refs: Sequence[DocumentRef]) -> list[ChunkedDocument]:
-        """Chunk inline documents and load registered ones, in request order.
+    def resolve(self, refs: Sequence[DocumentRef], builder: PromptBuilder | None = None) -> list[ChunkedDocument]:
+        """Chunk inline documents and load registered ones, in request order, keyed by
+        ``builder`` (a request's scoped builder; default: the library's).
 
         Raises:
             InvalidDocument: blank text. DocumentNotFound: an unknown id. DocumentIncomplete: a
                 registered document whose chunk ids are gone. StoreUnavailable.
         """
+        builder = builder or self.builder
         docs = []
         for i, ref in enumerate(refs):
             if ref.model_text is not None:
                 try:
-                    docs.append(self.builder.chunk_document(ref.model_text))
+                    docs.append(builder.chunk_document(ref.model_text))
                 except ValueError as e:
                     raise InvalidDocument(str(e), f"documents[{i}].text") from None
             else:
-                docs.append(self._registered(ref.id, f"documents[{i}].id"))
+                doc = self._registered(ref.id, f"documents[{i}].id")
+                # Under the request's scope (a cache_salt), the same tokens have other keys.
+                docs.append(doc if builder.scope == self.builder.scope else
+                            ChunkedDocument(doc.chunk_token_ids, builder.keys_of(doc.chunk_token_ids), doc.text))
         return docs
 
     def _registered(self, doc_id: str, param: str) -> ChunkedDocument:

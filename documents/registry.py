@@ -72,12 +72,16 @@ class DocumentRegistry:
     an unreadable or foreign record reads as absent.
     """
 
-    def __init__(self, blobs: BlobStore, model_fingerprint: str) -> None:
+    def __init__(self, blobs: BlobStore, model_fingerprint: str, tenant: str | None = None) -> None:
         if not model_fingerprint:
             raise ValueError("model_fingerprint must be a non-empty string")
         self._blobs = blobs
         self.model_fingerprint = model_fingerprint
-        scope = hashlib.blake2b(model_fingerprint.encode(), digest_size=8).hexdigest()
+        self.tenant = tenant
+        # A tenant's records live under a scope of their own: no other tenant can read, list,
+        # use or delete them, or tell that they exist.
+        named = model_fingerprint if tenant is None else json.dumps([model_fingerprint, tenant])
+        scope = hashlib.blake2b(named.encode(), digest_size=8).hexdigest()
         self._prefix = f"docs/{scope}/"
 
     def _name(self, doc_id: str) -> str:
@@ -133,6 +137,7 @@ class DocumentRegistry:
         return sorted(ids)
 
 
-def open_registry(config: StoreConfig, model_fingerprint: str) -> DocumentRegistry:
-    """The registry at ``config``'s persistent location (in process memory when there is none)."""
-    return DocumentRegistry(open_blobs(config) or MemoryBlobs(), model_fingerprint)
+def open_registry(config: StoreConfig, model_fingerprint: str, tenant: str | None = None) -> DocumentRegistry:
+    """``tenant``'s registry at ``config``'s persistent location (in process memory when there
+    is none)."""
+    return DocumentRegistry(open_blobs(config) or MemoryBlobs(), model_fingerprint, tenant)

@@ -86,7 +86,7 @@ class AsyncEngine:
     def abort(self, request_id: str) -> None:
         self._post(lambda: self.engine.abort(request_id))
 
-    async def compile_chunks(self, token_id_lists: list[list[int]]) -> list[ChunkKey]:
+    async def compile_chunks(self, token_id_lists: list[list[int]], scope: str | None = None) -> list[ChunkKey]:
         """Compile chunks inside the engine's normal steps (alongside running requests) and
         return their keys once every one is resident and handed to the chunk source."""
         loop = asyncio.get_running_loop()
@@ -94,7 +94,7 @@ class AsyncEngine:
 
         def start() -> None:
             try:
-                keys = self.engine.start_compiles(token_id_lists)
+                keys = self.engine.start_compiles(token_id_lists, scope)
             except ValueError as exc:
                 loop.call_soon_threadsafe(done.set_exception, exc)
             else:

@@ -78,8 +78,9 @@ class Engine:
         """Validate and tokenize a prompt into a request (no engine state is touched).
 
         ``sampling.n`` > 1 makes one request of n sequences: the prompt is computed once and
-        its KV blocks shared when the first token is sampled. ``cache_salt`` keeps the request's
-        prefix-cache blocks apart from those of other salts.
+        its KV blocks shared when the first token is sampled. ``cache_salt`` is the request's cache
+        scope (:func:`kvstore.keys.cache_scope`): its chunk keys and prefix-cache blocks are kept
+        apart from those of every other scope.
         """
         sampling = sampling or SamplingParams()
         segments = self._segments(prompt)
@@ -103,7 +104,7 @@ class Engine:
         if bad:
             raise ValueError(f"logit_bias token id {bad[0]} is outside the vocabulary [0, {self.spec.vocab_size})")
         policy = policy_for(sampling, link_policy or self.config.link_policy)
-        keys = [chunk_key(self.model_fingerprint, s.token_ids) for s in segments if s.kind == "chunk"]
+        keys = [chunk_key(self.model_fingerprint, s.token_ids, cache_salt) for s in segments if s.kind == "chunk"]
         rid = request_id if request_id is not None else f"req-{next(self._ids)}"
         req = Request(rid, list(segments), ids, sampling, policy, self.clock(), keys, make_generator(sampling),
                       cache_salt=cache_salt, stats=request_stats.created(len(ids)),
@@ -311,8 +312,9 @@ class Engine:
                     final[out.request_id, out.index] = out
         return [final[r.request_id, i] for r in reqs for i in range(r.sampling.n)]
 
-    def start_compiles(self, token_id_lists: Sequence[Sequence[int]]) -> list[ChunkKey]:
-        """Queue compile jobs for chunks not already resident; they run inside later steps."""
+    def start_compiles(self, token_id_lists: Sequence[Sequence[int]], scope: str | None = None) -> list[ChunkKey]:
+        """Queue compile jobs for chunks not already resident; they run inside later steps.
+        ``scope``: the cache scope of their keys (:func:`kvstore.keys.cache_scope`)."""
         keys = []
         for ids in token_id_lists:
             if not ids:
@@ -320,7 +322,7 @@ class Engine:
             bad = [t for t in ids if not 0 <= t < self.spec.vocab_size]
             if bad:
                 raise ValueError(f"token id {bad[0]} is outside the vocabulary [0, {self.spec.vocab_size})")
-            keys.append(chunk_key(self.model_fingerprint, ids))
+            keys.append(chunk_key(self.model_fingerprint, ids, scope))
         for key, ids in zip(keys, token_id_lists):
             self.chunks.compile_only(key, tuple(int(t) for t in ids))
         return keys
@@ -328,7 +330,7 @@ class Engine:
     def compiling(self, keys: Sequence[ChunkKey]) -> bool:
         return self.chunks.compiling(keys)
 
-    def compile_chunks(self, token_id_lists: Sequence[Sequence[int]]) -> list[ChunkKey]:
+    def compile_chunks(self, token_id_lists: Sequence[Sequence[int]], scope: str | None = None) -> list[ChunkKey]:
         """Compile chunks (if not already resident) into the pool and the chunk source.
 
         Drives the step loop itself, so it refuses to run while requests are in flight (their
@@ -337,7 +339,7 @@ class Engine:
         if self._requests:
             raise ValueError("compile_chunks runs the engine loop itself: use AsyncEngine.compile_chunks "
                              "while requests are in flight")
-        keys = self.start_compiles(token_id_lists)
+        keys = self.start_compiles(token_id_lists, scope)
         while self.compiling(keys):
             self.step()
         return keys

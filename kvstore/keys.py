@@ -1,13 +1,19 @@
 """Chunk keys: the content address of a chunk's KV.
 
-A key hashes (KV layout version, model fingerprint, the chunk's token ids). It never depends on
-the chunk's position, the request, the process or ``PYTHONHASHSEED``: ingress, router, engine
-and warm-up all call :func:`chunk_key` and agree on the result. No torch import here.
+A key hashes (KV layout version, model fingerprint, the chunk's token ids, and the cache scope
+when there is one). It never depends on the chunk's position, the request, the process or
+``PYTHONHASHSEED``: ingress, router, engine and warm-up all call :func:`chunk_key` and agree on
+the result. No torch import here.
+
+A **cache scope** (:func:`cache_scope`: a tenant, a request's ``cache_salt``, or both) keeps
+chunks apart: keys of different scopes never match, so no request can hit, or time, another
+scope's cached chunks or prefix blocks. Unscoped keys are shared by every unscoped request.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 from collections.abc import Sequence
 from typing import NewType
@@ -21,12 +27,21 @@ KV_LAYOUT_VERSION = 1
 KEY_HEX_CHARS = 32
 
 
-def chunk_key(model_fingerprint: str, token_ids: Sequence[int]) -> ChunkKey:
+def cache_scope(tenant: str | None, cache_salt: str | None) -> str | None:
+    """The scope of a request's cache entries: None (shared by every unscoped request) when it
+    has neither a tenant nor a salt."""
+    if tenant is None and cache_salt is None:
+        return None
+    return json.dumps([tenant, cache_salt])
+
+
+def chunk_key(model_fingerprint: str, token_ids: Sequence[int], scope: str | None = None) -> ChunkKey:
     """Content address of one chunk's KV.
 
     Args:
         model_fingerprint: the engine's model fingerprint (weights, config and KV dtype).
         token_ids: the chunk's own token ids (no BOS).
+        scope: the :func:`cache_scope` the chunk is cached under (None: unscoped).
 
     Returns:
         A 32-character lowercase hex string, safe as a file or object name.
@@ -41,6 +56,9 @@ def chunk_key(model_fingerprint: str, token_ids: Sequence[int]) -> ChunkKey:
     h.update(struct.pack("<I", len(fp)))
     h.update(fp)
     h.update(struct.pack(f"<{len(token_ids)}q", *token_ids))
+    if scope is not None:
+        s = scope.encode()
+        h.update(b"scope" + struct.pack("<I", len(s)) + s)
     return ChunkKey(h.hexdigest())
 
 

@@ -50,7 +50,8 @@ class DocumentCompiler:
         ValueError: the store has no persistent location, or the model cannot be loaded.
     """
 
-    def __init__(self, engine_config: EngineConfig, store_config: StoreConfig, write_threads: int = 4):
+    def __init__(self, engine_config: EngineConfig, store_config: StoreConfig, write_threads: int = 4,
+                 tenant: str | None = None):
         from engine import Engine
 
         blobs = open_blobs(store_config)
@@ -60,8 +61,9 @@ class DocumentCompiler:
         self.tier = BlobTier(store_config.location.kind, blobs, fingerprint)
         self.sink = PersistentSink(self.tier, write_threads, max_pending=2 * write_threads)
         self.engine = Engine(engine_config, chunk_source=self.sink)
-        self.builder = PromptBuilder(tokenizer_of(engine_config), fingerprint, engine_config.chunk_tokens)
-        self.library = DocumentLibrary.open(self.builder, store_config)
+        builder = PromptBuilder(tokenizer_of(engine_config), fingerprint, engine_config.chunk_tokens)
+        self.library = DocumentLibrary.open(builder, blobs, tenant)  # the tenant's registry and scope
+        self.builder = self.library.builder
 
     def process(self, docs: Sequence[CorpusDocument]) -> WarmupCounts:
         """Warm one batch; failures are counted and described, never raised."""
@@ -105,7 +107,7 @@ class DocumentCompiler:
             return {}
         failed: dict[ChunkKey, str] = {}
         try:
-            self.engine.compile_chunks(list(chunks.values()))
+            self.engine.compile_chunks(list(chunks.values()), self.builder.scope)
         except ValueError as e:  # the engine refused a chunk (e.g. longer than its context)
             failed = {key: f"compile failed: {e}" for key in chunks}
         report = self.sink.drain()

@@ -64,6 +64,8 @@ class WarmupOptions:
         summary_json: where to write the summary as JSON.
         errors: where to write every problem, one JSON object per line.
         progress: show a progress bar on stderr.
+        tenant: warm the corpus for this tenant only (its registry and cache scope; the
+            ``ingress.api_keys`` tenant name); None: shared with every caller without a tenant.
     """
 
     corpus: str
@@ -77,12 +79,15 @@ class WarmupOptions:
     summary_json: Path | None = None
     errors: Path | None = None
     progress: bool = True
+    tenant: str | None = None
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise ValueError(f"device {self.device!r} is not one of {', '.join(DEVICES)}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        if self.tenant == "":
+            raise ValueError("tenant must be non-empty when set")
         for name in ("batch_docs", "write_threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -105,10 +110,11 @@ class CompileWorker:
     """The Ray actor around a :class:`~warmup.compile.DocumentCompiler`, imported in
     the worker so that the driver never loads torch."""
 
-    def __init__(self, engine_config: EngineConfig, store_config: StoreConfig, write_threads: int):
+    def __init__(self, engine_config: EngineConfig, store_config: StoreConfig, write_threads: int,
+                 tenant: str | None):
         from warmup.compile import DocumentCompiler
 
-        self._compiler = DocumentCompiler(engine_config, store_config, write_threads)
+        self._compiler = DocumentCompiler(engine_config, store_config, write_threads, tenant)
 
     def process(self, docs: list[CorpusDocument]) -> WarmupCounts:
         return self._compiler.process(docs)
@@ -146,7 +152,7 @@ def start_workers(config: AppConfig, options: WarmupOptions) -> WorkerPool:
     num_workers = options.workers or (free_gpus if device == "cuda" else 1) or 1
     actor = ray.remote(CompileWorker).options(num_cpus=1, num_gpus=1 if device == "cuda" else 0, max_restarts=1)
     engine_config = warmup_engine_config(config.engine, device)
-    pool = WorkerPool([actor.remote(engine_config, config.store, options.write_threads) for _ in range(num_workers)],
+    pool = WorkerPool([actor.remote(engine_config, config.store, options.write_threads, options.tenant) for _ in range(num_workers)],
                       device)
     try:
         ray.get([h.__ray_ready__.remote() for h in pool.handles])
@@ -285,6 +291,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--summary-json", type=Path, default=None, help="also write the summary here as JSON")
     p.add_argument("--errors", type=Path, default=None, help="write every bad record and failure here (JSONL)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--tenant", default=None, help="warm for this tenant only (a name in ingress.api_keys)")
     return p
 
 
@@ -294,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         options = WarmupOptions(corpus=args.corpus, config=args.config, address=args.address, workers=args.workers,
                                 device=args.device, batch_docs=args.batch_docs, write_threads=args.write_threads,
                                 s3_endpoint_url=args.s3_endpoint_url, summary_json=args.summary_json,
-                                errors=args.errors, progress=not args.no_progress)
+                                errors=args.errors, progress=not args.no_progress, tenant=args.tenant)
         summary = run_warmup(options)
     except ValueError as e:
         print(f"epic warmup: {e}", file=sys.stderr)

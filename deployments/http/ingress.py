@@ -25,15 +25,15 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, RayServeException
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.http.api_metrics import CONTENT_TYPE, APIMetrics
 from deployments.config import IngressConfig
+from deployments.http.fastapi_app import app, read_body
 from documents.errors import DocumentError
 from documents.library import DocumentLibrary
 from deployments.http.errors import APIError, as_api_error, bad_request, invalid_api_key, overloaded
@@ -49,51 +49,16 @@ from deployments.http.token_budget import resolve_max_tokens
 from engine.async_engine import EngineError
 from engine.config import EngineConfig
 from engine.segments import prompt_token_ids
+from kvstore.blobs import MemoryBlobs
+from kvstore.builder import open_blobs
 from kvstore.config import StoreConfig
+from kvstore.keys import cache_scope
 from router.hint import RoutingHint
 
 logger = logging.getLogger(__name__)
 
 REPLICA_HEADER = "x-epic-replica"
 HEALTH_TIMEOUT_S = 10.0
-
-app = FastAPI(title="epic-serve", docs_url=None, redoc_url=None)
-
-
-@app.exception_handler(APIError)
-async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-    return exc.response()
-
-
-@app.exception_handler(DocumentError)
-async def _document_error(_: Request, exc: DocumentError) -> JSONResponse:
-    return as_api_error(exc).response()
-
-
-@app.exception_handler(StarletteHTTPException)
-async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-    # Unknown paths and methods, in the same error shape as everything else.
-    return APIError(exc.status_code, str(exc.detail), code="not_found" if exc.status_code == 404 else None).response()
-
-
-@app.exception_handler(Exception)
-async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
-    logger.exception("unhandled error")
-    return APIError(500, f"internal error: {type(exc).__name__}").response()
-
-
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The request body, refused with 413 beyond ``max_bytes`` (before reading it all)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise APIError(413, f"the body is {declared} bytes; the limit is {max_bytes}", code="body_too_large")
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > max_bytes:
-            raise APIError(413, f"the body exceeds the limit of {max_bytes} bytes", code="body_too_large")
-    return bytes(body)
-
 
 @serve.ingress(app)
 class Ingress:
@@ -103,7 +68,9 @@ class Ingress:
         fingerprint = fingerprint_of(engine_config)
         self.config = config
         self.builder = PromptBuilder(tokenizer_of(engine_config), fingerprint, engine_config.chunk_tokens)
-        self.documents = DocumentLibrary.open(self.builder, store_config)
+        self._blobs = open_blobs(store_config) or MemoryBlobs()  # documents of every tenant
+        self._libraries: dict[str | None, DocumentLibrary] = {}
+        self._keys = {**({config.api_key: None} if config.api_key is not None else {}), **config.api_keys}
         self.replica = replica
         self.replica_stream = replica.options(stream=True)
         # Tokenization (and the document lookups it needs) on one thread: tokenizers are not
@@ -133,7 +100,7 @@ class Ingress:
             raise error from None
 
     async def _start(self, request: Request, endpoint: Endpoint, arrival: float) -> Response:
-        self._authorize(request)
+        tenant = self._authorize(request)
         model = ChatCompletionRequest if endpoint == "chat" else CompletionRequest
         body = self._parse(model, await read_body(request, self.config.max_body_bytes))
         if body.model is not None:
@@ -141,7 +108,8 @@ class Ingress:
         if body.documents is not None and len(body.documents) > self.config.max_documents:
             raise bad_request(f"{len(body.documents)} documents; at most {self.config.max_documents} per request",
                               "documents")
-        layouts = await self._off_loop(self._tokenizer_thread, self._layouts, endpoint, body)
+        scope = cache_scope(tenant, body.cache_salt)
+        layouts = await self._off_loop(self._tokenizer_thread, self._layouts, endpoint, body, tenant, scope)
         info = await self.model_info()
         samplings = []
         for layout, _ in layouts:
@@ -158,7 +126,7 @@ class Ingress:
             for i, ((layout, echo), sampling) in enumerate(zip(layouts, samplings)):
                 rid = request_id if len(layouts) == 1 else f"{request_id}-{i}"
                 stream, accepted = await self._submit(EngineRequest(
-                    rid, layout.segments, sampling, policy, layout.routing_hint, layout.text, body.cache_salt))
+                    rid, layout.segments, sampling, policy, layout.routing_hint, layout.text, scope))
                 self.metrics.kv_usage(accepted.replica_id, accepted.kv_usage)
                 submitted.append(Submitted(stream, accepted, layout.routing_hint.total_tokens, echo,
                                            tuple(prompt_token_ids(layout.segments))))
@@ -177,18 +145,28 @@ class Ingress:
                                      media_type="text/event-stream", headers=headers)
         return JSONResponse(await generation.whole(), headers=headers)
 
-    def _layouts(self, endpoint: Endpoint, body) -> list[tuple[PromptLayout, str]]:
-        """Resolve the documents (in the ``document_order`` asked for) and build each prompt,
-        with its echo text (on the tokenizer thread)."""
-        docs = self.builder.ordered(self.documents.resolve(body.documents or []), body.document_order, body.question)
+    def _layouts(self, endpoint: Endpoint, body, tenant: str | None,
+                 scope: str | None) -> list[tuple[PromptLayout, str]]:
+        """Resolve the documents (the tenant's registered ones; in the ``document_order`` asked
+        for) and build each prompt, keyed under the request's cache scope, with its echo text
+        (on the tokenizer thread)."""
+        builder = self.builder.scoped(scope)
+        docs = builder.ordered(self._library(tenant).resolve(body.documents or [], builder), body.document_order,
+                               body.question)
         if endpoint == "chat":
-            return [(self.builder.chat([m.as_template_message() for m in body.messages], docs,
-                                       body.chat_template_kwargs, **body.template_options), body.echo_text)]
+            return [(builder.chat([m.as_template_message() for m in body.messages], docs,
+                                  body.chat_template_kwargs, **body.template_options), body.echo_text)]
         out = []
         for prompt in body.prompts:
-            echo = "" if not body.echo else prompt if isinstance(prompt, str) else self.builder.tokenizer.decode(prompt)
-            out.append((self.builder.completion(prompt, docs), echo))
+            echo = "" if not body.echo else prompt if isinstance(prompt, str) else builder.tokenizer.decode(prompt)
+            out.append((builder.completion(prompt, docs), echo))
         return out
+
+    def _library(self, tenant: str | None) -> DocumentLibrary:
+        """The tenant's registered documents (no tenant: the shared ones)."""
+        if tenant not in self._libraries:
+            self._libraries[tenant] = DocumentLibrary.open(self.builder, self._blobs, tenant)
+        return self._libraries[tenant]
 
     async def _submit(self, request: EngineRequest):
         """Send a request to a replica and wait for its first answer: a refusal or an overload
@@ -255,7 +233,7 @@ class Ingress:
 
     @app.post("/v1/documents")
     async def register_documents(self, request: Request) -> dict[str, Any]:
-        self._authorize(request)
+        library = self._library(self._authorize(request))
         body = self._parse(RegisterDocumentsRequest, await read_body(request, self.config.max_body_bytes))
         if len(body.documents) > self.config.max_documents:
             raise bad_request(f"{len(body.documents)} documents; at most {self.config.max_documents} per request",
@@ -266,7 +244,7 @@ class Ingress:
             raise bad_request(f"document id {duplicate!r} appears twice", "documents")
         docs = []
         for i, d in enumerate(body.documents):
-            docs.append(await self._off_loop(self._tokenizer_thread, self.builder.chunk_document, d.text,
+            docs.append(await self._off_loop(self._tokenizer_thread, library.builder.chunk_document, d.text,
                                              param=f"documents[{i}].text"))
         # Every distinct chunk once: token ids -> key, in document order.
         chunks = {t: k for doc in docs for t, k in zip(doc.chunk_token_ids, doc.chunk_keys)}
@@ -274,30 +252,30 @@ class Ingress:
                            total_tokens=sum(len(t) for t in chunks))
         try:
             result = await self.replica.compile.remote(
-                CompileRequest(tuple(chunks), hint, "".join(d.text for d in docs)))
+                CompileRequest(tuple(chunks), hint, "".join(d.text for d in docs), library.builder.scope))
         except BackPressureError as e:
             raise overloaded(str(e)) from None
         except ValueError as e:  # the engine refused a chunk (e.g. chunk_tokens over the context)
             raise bad_request(str(e), "documents") from None
-        records = [await self._off_loop(self._io, self.documents.register, i, d) for i, d in zip(ids, docs)]
+        records = [await self._off_loop(self._io, library.register, i, d) for i, d in zip(ids, docs)]
         return {"object": "list", "data": [document_body(r) for r in records], "replica": result.replica_id,
                 "persisted": result.persisted}
 
     @app.get("/v1/documents")
     async def list_documents(self, request: Request) -> dict[str, Any]:
-        self._authorize(request)
-        ids = await self._off_loop(self._io, self.documents.list_ids)
+        library = self._library(self._authorize(request))
+        ids = await self._off_loop(self._io, library.list_ids)
         return {"object": "list", "data": [{"id": i, "object": "document"} for i in ids]}
 
     @app.get("/v1/documents/{doc_id:path}")
     async def get_document(self, doc_id: str, request: Request) -> dict[str, Any]:
-        self._authorize(request)
-        return document_body(await self._off_loop(self._io, self.documents.get, doc_id))
+        library = self._library(self._authorize(request))
+        return document_body(await self._off_loop(self._io, library.get, doc_id))
 
     @app.delete("/v1/documents/{doc_id:path}")
     async def delete_document(self, doc_id: str, request: Request) -> dict[str, Any]:
-        self._authorize(request)
-        await self._off_loop(self._io, self.documents.delete, doc_id)
+        library = self._library(self._authorize(request))
+        await self._off_loop(self._io, library.delete, doc_id)
         return {"id": doc_id, "object": "document", "deleted": True}
 
     # ---- service ------------------------------------------------------------------------------
@@ -346,11 +324,19 @@ class Ingress:
         return {"id": name, "object": "model", "created": 0, "owned_by": "epic-serve", "root": name,
                 "parent": None, "max_model_len": info.max_model_len}
 
-    def _authorize(self, request: Request) -> None:
-        key = self.config.api_key
+    def _authorize(self, request: Request) -> str | None:
+        """The request's tenant (None: none), from its API key when keys are configured.
+
+        Raises:
+            APIError: 401 when keys are configured and the request sends none of them.
+        """
+        if not self._keys:
+            return None
         sent = request.headers.get("authorization", "").encode("latin-1")  # the raw header bytes
-        if key is not None and not hmac.compare_digest(sent, f"Bearer {key}".encode()):
+        matches = [tenant for key, tenant in self._keys.items() if hmac.compare_digest(sent, f"Bearer {key}".encode())]
+        if not matches:
             raise invalid_api_key()
+        return matches[0]
 
     def _parse(self, model, raw: bytes):
         body, unknown = parse_body(model, raw, self.config.strict)
