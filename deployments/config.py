@@ -78,6 +78,8 @@ class IngressConfig:
         served_model_name: the model id clients send (and ``GET /v1/models`` lists); "" (the
             default) derives it from the engine's model (:func:`engine.model_source.served_name_of`).
         max_body_bytes: largest request body; larger ones get 413.
+        body_timeout_s: longest time a request body may take to arrive; slower ones get 408.
+        max_header_bytes: largest total size of a request's headers; larger ones get 431.
         max_documents: most documents in one request.
         default_max_tokens: caps the ``max_tokens`` of chat completions that send none; unset,
             they may use the whole remaining context, as in vLLM (completions default to 16, as
@@ -94,6 +96,8 @@ class IngressConfig:
 
     served_model_name: str = ""
     max_body_bytes: int = 4 * 1024 * 1024
+    body_timeout_s: float = 30.0
+    max_header_bytes: int = 64 * 1024
     max_documents: int = 64
     default_max_tokens: int | None = None
     max_ongoing_requests: int = 256
@@ -104,8 +108,8 @@ class IngressConfig:
     api_keys: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_documents", "default_max_tokens", "max_ongoing_requests",
-                     "num_replicas"):
+        for name in ("max_body_bytes", "max_header_bytes", "max_documents", "default_max_tokens",
+                     "max_ongoing_requests", "num_replicas"):
             if getattr(self, name) is not None and getattr(self, name) < 1:  # default_max_tokens may be unset
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.api_key == "":
@@ -116,6 +120,8 @@ class IngressConfig:
             raise ValueError("api_key is also one of api_keys: a key belongs to one tenant or none")
         if self.num_cpus < 0:
             raise ValueError(f"num_cpus must be >= 0, got {self.num_cpus}")
+        if self.body_timeout_s <= 0:
+            raise ValueError(f"body_timeout_s must be > 0, got {self.body_timeout_s}")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The FastAPI app the ingress serves: every error in OpenAI's shape, and the request body read
 within its size limit."""
 
+import asyncio
 import logging
 
 from fastapi import FastAPI, Request
@@ -37,14 +38,19 @@ async def _internal_error(_: Request, exc: Exception) -> JSONResponse:
     return APIError(500, f"internal error: {type(exc).__name__}").response()
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The request body, refused with 413 beyond ``max_bytes`` (before reading it all)."""
+async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes:
+    """The request body, refused with 413 beyond ``max_bytes`` (before reading it all) and with
+    408 when it takes longer than ``timeout_s`` to arrive (a client trickling its body)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise APIError(413, f"the body is {declared} bytes; the limit is {max_bytes}", code="body_too_large")
     body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > max_bytes:
-            raise APIError(413, f"the body exceeds the limit of {max_bytes} bytes", code="body_too_large")
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for part in request.stream():
+                body += part
+                if len(body) > max_bytes:
+                    raise APIError(413, f"the body exceeds the limit of {max_bytes} bytes", code="body_too_large")
+    except TimeoutError:
+        raise APIError(408, f"the body did not arrive within {timeout_s:g} s", code="request_timeout") from None
     return bytes(body)

@@ -102,7 +102,7 @@ class Ingress:
     async def _start(self, request: Request, endpoint: Endpoint, arrival: float) -> Response:
         tenant = self._authorize(request)
         model = ChatCompletionRequest if endpoint == "chat" else CompletionRequest
-        body = self._parse(model, await read_body(request, self.config.max_body_bytes))
+        body = self._parse(model, await self._read(request))
         if body.model is not None:
             self._check_model(body.model)
         if body.documents is not None and len(body.documents) > self.config.max_documents:
@@ -201,7 +201,7 @@ class Ingress:
 
     @app.post("/tokenize")
     async def tokenize(self, request: Request) -> dict[str, Any]:
-        body = self._parse(TokenizeRequest, await read_body(request, self.config.max_body_bytes))
+        body = self._parse(TokenizeRequest, await self._read(request))
         if body.model is not None:
             self._check_model(body.model)
 
@@ -219,7 +219,7 @@ class Ingress:
 
     @app.post("/detokenize")
     async def detokenize(self, request: Request) -> dict[str, Any]:
-        body = self._parse(DetokenizeRequest, await read_body(request, self.config.max_body_bytes))
+        body = self._parse(DetokenizeRequest, await self._read(request))
         if body.model is not None:
             self._check_model(body.model)
         info = await self.model_info()
@@ -234,7 +234,7 @@ class Ingress:
     @app.post("/v1/documents")
     async def register_documents(self, request: Request) -> dict[str, Any]:
         library = self._library(self._authorize(request))
-        body = self._parse(RegisterDocumentsRequest, await read_body(request, self.config.max_body_bytes))
+        body = self._parse(RegisterDocumentsRequest, await self._read(request))
         if len(body.documents) > self.config.max_documents:
             raise bad_request(f"{len(body.documents)} documents; at most {self.config.max_documents} per request",
                               "documents")
@@ -328,8 +328,13 @@ class Ingress:
         """The request's tenant (None: none), from its API key when keys are configured.
 
         Raises:
-            APIError: 401 when keys are configured and the request sends none of them.
+            APIError: 431 for headers over ``max_header_bytes``; 401 when keys are configured
+                and the request sends none of them.
         """
+        header_bytes = sum(len(k) + len(v) + 4 for k, v in request.headers.raw)
+        if header_bytes > self.config.max_header_bytes:
+            raise APIError(431, f"the request headers are {header_bytes} bytes; the limit is "
+                                f"{self.config.max_header_bytes}", code="request_header_fields_too_large")
         if not self._keys:
             return None
         sent = request.headers.get("authorization", "").encode("latin-1")  # the raw header bytes
@@ -337,6 +342,9 @@ class Ingress:
         if not matches:
             raise invalid_api_key()
         return matches[0]
+
+    async def _read(self, request: Request) -> bytes:
+        return await read_body(request, self.config.max_body_bytes, self.config.body_timeout_s)
 
     def _parse(self, model, raw: bytes):
         body, unknown = parse_body(model, raw, self.config.strict)
