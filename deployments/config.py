@@ -87,6 +87,8 @@ class IngressConfig:
         num_cpus: CPUs reserved per ingress replica (tokenization runs here).
         strict: unknown request fields are a 400 (otherwise ignored with a logged warning).
         api_key: when set, every ``/v1`` route needs ``Authorization: Bearer <api_key>``.
+        request_timeout_s: a generation request's deadline from its arrival; past it the client
+            gets a 504 (or an SSE error event once streaming) and the engine aborts the request.
     """
 
     served_model_name: str = ""
@@ -98,8 +100,11 @@ class IngressConfig:
     num_cpus: float = 0.0
     strict: bool = False
     api_key: str | None = None
+    request_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
+        if not self.request_timeout_s > 0:
+            raise ValueError(f"request_timeout_s must be > 0, got {self.request_timeout_s}")
         for name in ("max_body_bytes", "max_documents", "default_max_tokens", "max_ongoing_requests",
                      "num_replicas"):
             if getattr(self, name) is not None and getattr(self, name) < 1:  # default_max_tokens may be unset
