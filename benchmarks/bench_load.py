@@ -5,7 +5,7 @@
 
 It starts its own local Ray and Serve (2 CPU engine replicas). ``factor`` x the queue capacity
 (``max_ongoing_requests * replicas + max_queued_requests``) streaming completions start at once;
-a seeded ``disconnect`` fraction of them closes the connection after a random number of tokens.
+every ``1 / disconnect``-th of them closes the connection after a seeded random number of tokens.
 Every other request must either complete (``max_tokens`` tokens, greedy, the same text as the
 same prompt alone) or get 503 with ``Retry-After``. Afterwards each replica must hold every KV
 block free and no chunk pin, be the same replica (none died), and its resident memory (RSS) is
@@ -95,10 +95,11 @@ async def one(http: httpx.AsyncClient, prompt: str, max_tokens: int, model: str,
 
 async def burst(base_url: str, num_requests: int, max_tokens: int, model: str, disconnect: float,
                 seed: int) -> list[Outcome]:
-    """``num_requests`` concurrent streams (prompt ``i % len(PROMPTS)``); a seeded ``disconnect``
-    fraction leaves after 1..max_tokens-1 events."""
+    """``num_requests`` concurrent streams (prompt ``i % len(PROMPTS)``); every ``1 / disconnect``-th
+    one (from the first: those are admitted first) leaves after a seeded 1..max_tokens-1 events."""
     rng = random.Random(seed)
-    leave = [rng.randint(1, max_tokens - 1) if rng.random() < disconnect else None for _ in range(num_requests)]
+    stride = round(1 / disconnect) if disconnect > 0 else num_requests + 1
+    leave = [rng.randint(1, max_tokens - 1) if i % stride == 0 else None for i in range(num_requests)]
     limits = httpx.Limits(max_connections=num_requests, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=base_url, timeout=300, limits=limits) as http:
         return list(await asyncio.gather(*(one(http, PROMPTS[i % len(PROMPTS)], max_tokens, model, leave[i])
