@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,19 +101,22 @@ async def merge(streams: Sequence[Any]) -> AsyncIterator[tuple[int, Any]]:
             t.cancel()
 
 
-async def until_deadline(items: AsyncIterator[Any], deadline: float, timeout_s: float) -> AsyncIterator[Any]:
+async def until_deadline(items: AsyncGenerator[Any, None], deadline: float, timeout_s: float) -> AsyncIterator[Any]:
     """Items of ``items`` until ``deadline`` (``time.perf_counter`` seconds); a replica's death is
     the client's 502 and the deadline its 504 (:class:`APIError`)."""
-    while True:
-        try:
-            item = await asyncio.wait_for(anext(items), max(0.0, deadline - time.perf_counter()))
-        except StopAsyncIteration:
-            return
-        except asyncio.TimeoutError:
-            raise request_timeout(timeout_s) from None
-        except (RayActorError, RayTaskError, RayServeException) as e:
-            raise replica_failed(e) from None
-        yield item
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(anext(items), max(0.0, deadline - time.perf_counter()))
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                raise request_timeout(timeout_s) from None
+            except (RayActorError, RayTaskError, RayServeException) as e:
+                raise replica_failed(e) from None
+            yield item
+    finally:
+        await items.aclose()
 
 
 class Generation:
