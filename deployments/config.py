@@ -92,6 +92,8 @@ class IngressConfig:
         api_keys: API key -> tenant. With any, every ``/v1`` route needs one of these keys (or
             ``api_key``, which is no tenant's); a tenant's chunk and prefix caches and its
             registered documents are its own (see README "Tenants and cache_salt").
+        request_timeout_s: a generation request's deadline from its arrival; past it the client
+            gets a 504 (or an SSE error event once streaming) and the engine aborts the request.
     """
 
     served_model_name: str = ""
@@ -106,8 +108,11 @@ class IngressConfig:
     strict: bool = False
     api_key: str | None = None
     api_keys: dict[str, str] = field(default_factory=dict)
+    request_timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
+        if not self.request_timeout_s > 0:
+            raise ValueError(f"request_timeout_s must be > 0, got {self.request_timeout_s}")
         for name in ("max_body_bytes", "max_header_bytes", "max_documents", "default_max_tokens",
                      "max_ongoing_requests", "num_replicas"):
             if getattr(self, name) is not None and getattr(self, name) < 1:  # default_max_tokens may be unset

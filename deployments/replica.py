@@ -101,8 +101,9 @@ class EngineReplica:
         return CompileResult(self.replica_id, persisted)
 
     def record_routing_stats(self) -> dict[str, Any]:
-        """Load and chunk residency for the router (see :mod:`router.stats`); also the moment
-        the replica's gauges and store counters are published."""
+        """Load and chunk residency for the router (see :mod:`router.stats`), plus the chunk
+        pins held (``pinned_chunks``, for operators; the router ignores it); also the moment the
+        replica's gauges and store counters are published."""
         load = self.engine.load()
         # Most recently used first; list() of the pool's keys is one atomic copy under the GIL.
         gpu_keys = list(reversed(self.engine.engine.chunk_pool.keys()))
@@ -122,7 +123,7 @@ class EngineReplica:
             Observation("epic_queue_len", load.num_waiting + load.num_running),
         ])
         self._store_stats = current
-        return stats
+        return {**stats, "pinned_chunks": load.pinned_chunks}
 
     def __del__(self) -> None:
         # Serve calls this on graceful shutdown: stop the engine thread, finish store writes.

@@ -33,6 +33,11 @@ class ChunkPool:
         """Resident keys, most recently used last."""
         return list(self._entries)
 
+    @property
+    def num_pinned(self) -> int:
+        """Pins held, over every chunk (a chunk pinned twice counts twice)."""
+        return sum(self._pins.values())
+
     def get(self, key: ChunkKey) -> torch.Tensor | None:
         kv = self._entries.get(key)
         if kv is not None:

@@ -12,3 +12,4 @@ class EngineLoad:
     running_tokens: int
     free_blocks: int
     total_blocks: int
+    pinned_chunks: int  # chunk-pool pins held by requests waiting to link (0 when idle)

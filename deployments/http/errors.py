@@ -21,7 +21,9 @@ _TYPES = {
     415: "invalid_request_error",
     431: "invalid_request_error",
     500: "server_error",
+    502: "server_error",
     503: "server_overloaded",
+    504: "timeout",
 }
 
 RETRY_AFTER_S = 1
@@ -80,6 +82,16 @@ def invalid_api_key() -> APIError:
 
 def overloaded(detail: str) -> APIError:
     return APIError(503, f"the server is over capacity ({detail}); retry after {RETRY_AFTER_S} s", code="overloaded")
+
+
+def request_timeout(timeout_s: float) -> APIError:
+    return APIError(504, f"the request exceeded its deadline of {timeout_s:g} s and was aborted", code="timeout")
+
+
+def replica_failed(error: BaseException) -> APIError:
+    """The engine replica serving a request died or failed under it (the request is lost)."""
+    return APIError(502, f"the engine replica serving this request failed: {type(error).__name__}",
+                    code="replica_failed")
 
 
 # documents.errors -> (status, code)

@@ -6,18 +6,25 @@ sequence gathered into OpenAI's response, whole or as Server-Sent Events.
       whole:  per prompt the best n by cumulative logprob (all S when best_of is unset),
               choice index p * n + j; usage: each prompt counted once, every sequence's tokens
       stream: one event per delta (best_of > n is refused earlier), then usage, then [DONE]
+
+A replica dying under the request, or the request's deadline passing, ends it with an error:
+a 502 / 504 body before the first byte (whole), an SSE error event then [DONE] (stream); either
+way the replica calls are cancelled, which aborts the engine requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ray.exceptions import RayActorError, RayTaskError
+from ray.serve.exceptions import RayServeException
+
 from deployments.http.api_metrics import APIMetrics
-from deployments.http.errors import APIError
+from deployments.http.errors import APIError, replica_failed, request_timeout
 from deployments.http.prompt_logprobs import PromptLogprobs, prompt_logprobs
 from deployments.protocol import Accepted, Failed, StreamDelta
 from deployments.http.responses import (
@@ -94,14 +101,33 @@ async def merge(streams: Sequence[Any]) -> AsyncIterator[tuple[int, Any]]:
             t.cancel()
 
 
+async def until_deadline(items: AsyncGenerator[Any, None], deadline: float, timeout_s: float) -> AsyncIterator[Any]:
+    """Items of ``items`` until ``deadline`` (``time.perf_counter`` seconds); a replica's death is
+    the client's 502 and the deadline its 504 (:class:`APIError`)."""
+    try:
+        while True:
+            try:
+                item = await asyncio.wait_for(anext(items), max(0.0, deadline - time.perf_counter()))
+            except StopAsyncIteration:
+                return
+            except asyncio.TimeoutError:
+                raise request_timeout(timeout_s) from None
+            except (RayActorError, RayTaskError, RayServeException) as e:
+                raise replica_failed(e) from None
+            yield item
+    finally:
+        await items.aclose()
+
+
 class Generation:
     """Turns the accepted engine requests of one API request into its response."""
 
     def __init__(self, endpoint: Endpoint, request_id: str, model: str, submitted: list[Submitted],
                  num_choices: int, num_sequences: int, num_logprobs: int | None, decode: Decode,
-                 metrics: APIMetrics, arrival: float, echo_logprobs: bool = False,
+                 metrics: APIMetrics, arrival: float, timeout_s: float, echo_logprobs: bool = False,
                  prompt_logprobs_field: bool = False, role: str = "assistant"):
-        """``echo_logprobs``: the echoed prompt's tokens lead the logprobs (completions);
+        """``arrival`` + ``timeout_s``: the deadline (``time.perf_counter`` seconds);
+        ``echo_logprobs``: the echoed prompt's tokens lead the logprobs (completions);
         ``prompt_logprobs_field``: vLLM's ``prompt_logprobs`` field is returned; ``role``: the
         chat reply's role."""
         self.endpoint = endpoint
@@ -115,6 +141,7 @@ class Generation:
         self.decode = decode
         self.metrics = metrics
         self.arrival = arrival
+        self.timeout_s = timeout_s
         self.echo_logprobs = echo_logprobs
         self.prompt_logprobs_field = prompt_logprobs_field
         self.role = role
@@ -128,7 +155,7 @@ class Generation:
     async def whole(self) -> dict[str, Any]:
         self._begin()
         try:
-            async for p, delta in merge([s.stream for s in self.submitted]):
+            async for p, delta in self._deltas():
                 await self._take(p, delta)
         finally:
             self._close()
@@ -160,29 +187,28 @@ class Generation:
                     yield sse(chunk_body(self.endpoint, self.request_id, self.created, self.model,
                                          Choice(i, "", None), include_usage,
                                          running_usage(prompt_tokens, 0) if continuous_usage else None, role=self.role))
-            async for p, delta in merge([s.stream for s in self.submitted]):
-                try:
+            try:
+                async for p, delta in self._deltas():
                     q = await self._take(p, delta)
-                except APIError as e:
-                    yield sse(e.body())
-                    self.metrics.request_done(self.endpoint, e.status)
-                    break
-                text, echoed_prompt = delta.new_text, ()
-                if not q.echoed and self.submitted[p].echo:
-                    text, q.echoed = self.submitted[p].echo + text, True
-                    if self.echo_logprobs and p in self.prompts:
-                        echoed_prompt = self.prompts[p].tokens
-                lp = None
-                if self.num_logprobs is not None and delta.new_token_ids:
-                    n = len(delta.new_token_ids)
-                    offset = len(self.submitted[p].echo) + sum(len(t.token) for t in q.tokens[:-n])
-                    lp = logprobs_body(self.endpoint, q.tokens[-n:], offset, echoed_prompt)
-                if text or delta.finished or lp is not None:
-                    now = running_usage(prompt_tokens, self._completion_tokens()) if continuous_usage else None
-                    choice = Choice(p * self.num_choices + delta.index, text,
-                                    delta.finish_reason if delta.finished else None, lp, delta.stop_reason)
-                    yield sse(chunk_body(self.endpoint, self.request_id, self.created, self.model, choice,
-                                         include_usage, now))
+                    text, echoed_prompt = delta.new_text, ()
+                    if not q.echoed and self.submitted[p].echo:
+                        text, q.echoed = self.submitted[p].echo + text, True
+                        if self.echo_logprobs and p in self.prompts:
+                            echoed_prompt = self.prompts[p].tokens
+                    lp = None
+                    if self.num_logprobs is not None and delta.new_token_ids:
+                        n = len(delta.new_token_ids)
+                        offset = len(self.submitted[p].echo) + sum(len(t.token) for t in q.tokens[:-n])
+                        lp = logprobs_body(self.endpoint, q.tokens[-n:], offset, echoed_prompt)
+                    if text or delta.finished or lp is not None:
+                        now = running_usage(prompt_tokens, self._completion_tokens()) if continuous_usage else None
+                        choice = Choice(p * self.num_choices + delta.index, text,
+                                        delta.finish_reason if delta.finished else None, lp, delta.stop_reason)
+                        yield sse(chunk_body(self.endpoint, self.request_id, self.created, self.model, choice,
+                                             include_usage, now))
+            except APIError as e:
+                yield sse(e.body())
+                self.metrics.request_done(self.endpoint, e.status)
             else:
                 if include_usage:
                     yield sse(usage_chunk(self.endpoint, self.request_id, self.created, self.model, self._usage()))
@@ -192,6 +218,10 @@ class Generation:
             self._close()
 
     # ---- state ----------------------------------------------------------------------------------
+
+    def _deltas(self) -> AsyncIterator[tuple[int, StreamDelta | Failed]]:
+        return until_deadline(merge([s.stream for s in self.submitted]), self.arrival + self.timeout_s,
+                              self.timeout_s)
 
     async def _take(self, p: int, delta: StreamDelta | Failed) -> _Sequence:
         if isinstance(delta, Failed):

@@ -36,7 +36,7 @@ from deployments.config import IngressConfig
 from deployments.http.fastapi_app import app, read_body
 from documents.errors import DocumentError
 from documents.library import DocumentLibrary
-from deployments.http.errors import APIError, as_api_error, bad_request, invalid_api_key, overloaded
+from deployments.http.errors import APIError, as_api_error, bad_request, invalid_api_key, overloaded, request_timeout
 from deployments.http.generation import Generation, Submitted
 from deployments.model_files import fingerprint_of, tokenizer_of
 from deployments.prompting import PromptBuilder, PromptLayout
@@ -126,7 +126,8 @@ class Ingress:
             for i, ((layout, echo), sampling) in enumerate(zip(layouts, samplings)):
                 rid = request_id if len(layouts) == 1 else f"{request_id}-{i}"
                 stream, accepted = await self._submit(EngineRequest(
-                    rid, layout.segments, sampling, policy, layout.routing_hint, layout.text, scope))
+                    rid, layout.segments, sampling, policy, layout.routing_hint, layout.text, scope),
+                    arrival + self.config.request_timeout_s)
                 self.metrics.kv_usage(accepted.replica_id, accepted.kv_usage)
                 submitted.append(Submitted(stream, accepted, layout.routing_hint.total_tokens, echo,
                                            tuple(prompt_token_ids(layout.segments))))
@@ -137,6 +138,7 @@ class Ingress:
         headers = {REPLICA_HEADER: ",".join(dict.fromkeys(s.accepted.replica_id for s in submitted))}
         generation = Generation(endpoint, request_id, self.config.served_model_name, submitted, body.num_choices,
                                 body.num_sequences, body.num_logprobs, self._decode_each, self.metrics, arrival,
+                                self.config.request_timeout_s,
                                 echo_logprobs=endpoint == "completions" and body.echo_logprobs,
                                 prompt_logprobs_field=body.num_prompt_logprobs is not None,
                                 role=body.reply_role if endpoint == "chat" else "assistant")
@@ -168,12 +170,13 @@ class Ingress:
             self._libraries[tenant] = DocumentLibrary.open(self.builder, self._blobs, tenant)
         return self._libraries[tenant]
 
-    async def _submit(self, request: EngineRequest):
-        """Send a request to a replica and wait for its first answer: a refusal or an overload
-        becomes the client's error. Returns the stream and the replica's ``Accepted``."""
+    async def _submit(self, request: EngineRequest, deadline: float):
+        """Send a request to a replica and wait for its first answer until ``deadline``
+        (``time.perf_counter`` seconds): a refusal, an overload or the deadline becomes the
+        client's error. Returns the stream and the replica's ``Accepted``."""
         stream = self.replica_stream.generate.remote(request)
         try:
-            first = await stream.__anext__()
+            first = await asyncio.wait_for(stream.__anext__(), max(0.0, deadline - time.perf_counter()))
         # No cancel() after these: the call never reached a replica, and cancel() would raise
         # the same error again (it fetches the failed assignment).
         except BackPressureError as e:
@@ -184,6 +187,9 @@ class Ingress:
         except asyncio.CancelledError:  # the client left while the request was being routed
             stream.cancel()
             raise
+        except asyncio.TimeoutError:  # routed or queued past the deadline
+            stream.cancel()
+            raise request_timeout(self.config.request_timeout_s) from None
         if isinstance(first, Rejected):
             raise bad_request(first.message, code="invalid_prompt")
         if isinstance(first, Failed):

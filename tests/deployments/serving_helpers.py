@@ -43,3 +43,36 @@ def replica_stats(replica_id: str) -> dict:
              if a["name"].startswith("SERVE_REPLICA::") and a["name"].endswith(f"#{replica_id}")]
     assert len(names) == 1, f"replica {replica_id} not found among named actors"
     return ray.get(ray.get_actor(names[0], namespace="serve").record_routing_stats.remote(), timeout=10)
+
+
+def replica_actors(app_name: str, deployment: str = "EngineReplica") -> dict:
+    """The live replica actors of one deployment: replica id -> actor handle."""
+    import ray
+
+    prefix = f"SERVE_REPLICA::{app_name}#{deployment}#"
+    return {a["name"][len(prefix):]: ray.get_actor(a["name"], namespace="serve")
+            for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)}
+
+
+def replica_load(actor) -> dict:
+    """A replica's routing stats (KV blocks, queue, chunk pins) asked of its actor directly."""
+    import ray
+
+    return ray.get(actor.record_routing_stats.remote(), timeout=30)
+
+
+def replica_pid(actor) -> int:
+    """The process id of a replica actor."""
+    import os
+
+    import ray
+
+    return ray.get(actor.__ray_call__.remote(lambda _: os.getpid()), timeout=30)
+
+
+def replica_rss_bytes(actor) -> int:
+    """The replica process's resident memory (VmRSS from /proc)."""
+    for line in Path(f"/proc/{replica_pid(actor)}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS line in /proc/PID/status")
