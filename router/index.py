@@ -104,6 +104,9 @@ class ChunkResidencyIndex:
         self._clock = clock
         self._replicas: dict[str, OrderedDict[str, _Entry]] = {}
         self._capacity: dict[str, _Capacity] = {}
+        # Replicas that left (ids are never reused): a late decision or stats report about one
+        # must not bring it back.
+        self._gone: set[str] = set()
         self._holders: dict[str, int] = {}
 
     def replica_ids(self) -> list[str]:
@@ -121,6 +124,8 @@ class ChunkResidencyIndex:
 
     def record_decision(self, replica_id: str, hint: RoutingHint) -> None:
         """Learn that ``replica_id`` will hold the hint's spans on device (it was routed there)."""
+        if replica_id in self._gone:
+            return
         now = self._clock()
         entries = self._entries(replica_id)
         capacity = self._capacity.get(replica_id)
@@ -136,7 +141,7 @@ class ChunkResidencyIndex:
 
     def apply_stats(self, replica_id: str, stats: ReplicaStats) -> None:
         """Correct one replica's entries from its published stats (see the module docstring)."""
-        if not stats.reported:
+        if not stats.reported or replica_id in self._gone:
             return
         now = self._clock()
         entries = self._entries(replica_id)
@@ -176,7 +181,8 @@ class ChunkResidencyIndex:
         self._evict(replica_id, entries)
 
     def remove_replica(self, replica_id: str) -> None:
-        """Forget a replica (it died or was scaled down)."""
+        """Forget a replica (it died or was scaled down), for good."""
+        self._gone.add(replica_id)
         self._capacity.pop(replica_id, None)
         for key in self._replicas.pop(replica_id, {}):
             self._release_holder(key)

@@ -108,6 +108,11 @@ def test_removing_a_replica_releases_its_keys():
     index.retain_replicas(["c"])
     assert index.replica_ids() == []
     assert index.held_tokens("c", hint((1, 10))) == TierTokens(0, 0, 0)
+    # A decision or stats report about a replica that left, arriving late, does not revive it.
+    index.record_decision("b", hint((1, 10)))
+    index.apply_stats("b", stats(gpu=[1]))
+    assert index.replica_ids() == []
+    assert index.held_tokens("c", hint((1, 10))) == TierTokens(0, 0, 0)
 
 
 def test_a_replica_seen_evicting_is_bounded_by_its_reported_capacity():
