@@ -1,15 +1,17 @@
 """Hostile HTTP clients against the real Serve app: a body trickled slower than the ingress
-waits for gets a 408, oversized headers a 431, and the app serves normally afterwards."""
+waits for gets a 408, oversized headers a 431, a client that never reads its stream holds the
+engine no longer than its completion takes, and the app serves normally afterwards."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from serving_helpers import app_config_dict
+from serving_helpers import app_config_dict, replica_actors, replica_load
 
 APP, PREFIX, MODEL = "epic-hostile", "/epic-hostile", "epic-hostile"
 BODY_TIMEOUT_S = 1.0
@@ -64,6 +66,32 @@ def test_oversized_headers_are_refused(hostile_url):
     answer = raw_request(hostile_url, head, [], pause_s=0)
     assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
     assert b'"code":"request_header_fields_too_large"' in answer
+
+
+def test_a_client_that_never_reads_holds_nothing_past_its_completion(hostile_url):
+    """The engine finishes the completion and frees its KV while the client reads nothing: what
+    waits for the client is the completion's own text (bounded by max_tokens), not engine state."""
+    body = (b'{"model": "epic-hostile", "prompt": "river stone", "max_tokens": 300, "stream": true, '
+            b'"ignore_eos": true, "stream_options": {"include_usage": true}}')
+    head = (f"POST {PREFIX}/v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    (actor,) = replica_actors(APP).values()
+    parts = urlsplit(hostile_url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=60) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: little is in flight
+        s.sendall(head + body)
+        deadline = time.monotonic() + 60
+        time.sleep(1.0)
+        while (load := replica_load(actor))["queue_len"] or load["free_blocks"] != load["total_blocks"]:
+            assert time.monotonic() < deadline, f"the engine still holds the request: {load}"
+            time.sleep(0.2)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200")
+    events = [line for line in answer.split(b"\n") if line.startswith(b"data: ")]
+    assert events[-1] == b"data: [DONE]"
+    assert json.loads(events[-2][len(b"data: "):])["usage"]["completion_tokens"] == 300
 
 
 def test_the_app_serves_after_hostile_clients(hostile_url):
