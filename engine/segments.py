@@ -19,8 +19,10 @@ from typing import Literal
 SegmentKind = Literal["prefix", "chunk", "text"]
 SEGMENT_KINDS: tuple[str, ...] = ("prefix", "chunk", "text")
 
-LinkPolicyName = Literal["full", "prefix", "naive", "legolink", "cacheblend"]
-LINK_POLICY_NAMES: tuple[str, ...] = ("full", "prefix", "naive", "legolink", "cacheblend")
+LinkPolicyName = Literal["full", "prefix", "naive", "legolink", "cacheblend", "query"]
+LINK_POLICY_NAMES: tuple[str, ...] = ("full", "prefix", "naive", "legolink", "cacheblend", "query")
+Granularity = Literal["token", "chunk"]
+GRANULARITIES: tuple[str, ...] = ("token", "chunk")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +66,13 @@ class LinkPolicy:
     """How a request's cached chunks are linked (the recompute sets: :mod:`engine.recompute`).
 
     Args:
-        name: ``full``, ``prefix``, ``naive``, ``legolink`` or ``cacheblend``.
+        name: ``full``, ``prefix``, ``naive``, ``legolink``, ``cacheblend`` or ``query``.
         k: LegoLink: leading tokens of each chunk recomputed (ignored by other policies).
-        ratio: CacheBlend: fraction of chunk tokens recomputed (ignored by other policies).
-        tail: naive, LegoLink, CacheBlend: fraction of the chunk tokens, counted back from the
+        ratio: CacheBlend, query: fraction of chunk tokens recomputed (ignored by other policies).
+            CacheBlend picks them by KV deviation, ``query`` by the question's attention over
+            the linked prompt (:mod:`engine.query_select`).
+        granularity: query: ``token`` ranks chunk tokens, ``chunk`` ranks whole chunks.
+        tail: naive, LegoLink, CacheBlend, query: fraction of the chunk tokens, counted back from the
             last chunk (the documents closest to the question), recomputed through every
             layer, so they attend to every document before them (0: none, 1: all).
     """
@@ -76,6 +81,7 @@ class LinkPolicy:
     k: int = 16
     ratio: float = 0.15
     tail: float = 0.0
+    granularity: Granularity = "token"
 
     def __post_init__(self) -> None:
         if self.name not in LINK_POLICY_NAMES:
@@ -84,6 +90,9 @@ class LinkPolicy:
             )
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 0:
             raise ValueError(f"link policy k must be an integer >= 0, got {self.k!r}")
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"link policy granularity must be one of {', '.join(GRANULARITIES)}, "
+                             f"got {self.granularity!r}")
         for name in ("ratio", "tail"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
@@ -91,7 +100,12 @@ class LinkPolicy:
 
     @property
     def reuses_chunks(self) -> bool:
-        return self.name in ("naive", "legolink", "cacheblend")
+        return self.name in ("naive", "legolink", "cacheblend", "query")
+
+    @property
+    def selects_rows(self) -> bool:
+        """Recomputes a ``ratio`` of its chunk tokens chosen during the forward."""
+        return self.name in ("cacheblend", "query")
 
     @property
     def reuses_prefix(self) -> bool:
@@ -109,6 +123,8 @@ class LinkPolicy:
             base = f"legolink-{self.k}"
         elif self.name == "cacheblend":
             base = f"cacheblend-{round(self.ratio * 100)}"
+        elif self.name == "query":
+            base = f"query-{'chunk-' if self.granularity == 'chunk' else ''}{round(self.ratio * 100)}"
         else:
             base = self.name
         return f"{base}+tail-{round(self.tail * 100)}" if self.tail and self.reuses_chunks else base
