@@ -100,6 +100,9 @@ class Engine:
         if bad:
             raise ValueError(f"logit_bias token id {bad[0]} is outside the vocabulary [0, {self.spec.vocab_size})")
         policy = link_policy or self.config.link_policy
+        if policy.tempers and not self.runner.attention.supports_tempering:
+            raise ValueError(f"link policy {policy.label()}: the {self.config.backend} attention backend cannot "
+                             "apply temperature or context_scale; use backend 'torch'")
         keys = [chunk_key(self.model_fingerprint, s.token_ids) for s in segments if s.kind == "chunk"]
         rid = request_id if request_id is not None else f"req-{next(self._ids)}"
         req = Request(rid, list(segments), ids, sampling, policy, self.clock(), keys, make_generator(sampling),
