@@ -26,7 +26,7 @@ from engine.request import CompileJob, Request, RequestStatus
 from engine.sampler import SampleRow, make_generator, sample
 from engine.sampling_params import SamplingParams
 from engine.scheduler import Scheduler
-from engine.segments import LinkPolicy, Segment, prompt_token_ids
+from engine.segments import LinkPolicy, Segment, prompt_token_ids, with_chunk_bos
 from engine.structured import GrammarBook
 from engine.load import EngineLoad
 from kvstore.keys import ChunkKey, chunk_key
@@ -79,7 +79,12 @@ class Engine:
         prefix-cache blocks apart from those of other salts.
         """
         sampling = sampling or SamplingParams()
+        policy = link_policy or self.config.link_policy
         segments = self._segments(prompt)
+        if policy.chunk_bos:
+            if self.spec.bos_token_id is None:
+                raise ValueError(f"link policy {policy.label()}: this model has no BOS token to put before chunks")
+            segments = with_chunk_bos(segments, self.spec.bos_token_id)
         ids = prompt_token_ids(segments)
         if not ids:
             raise ValueError("the prompt is empty")
@@ -99,7 +104,6 @@ class Engine:
         bad = [t for t, _ in sampling.logit_bias if t >= self.spec.vocab_size]
         if bad:
             raise ValueError(f"logit_bias token id {bad[0]} is outside the vocabulary [0, {self.spec.vocab_size})")
-        policy = link_policy or self.config.link_policy
         if policy.tempers and not self.runner.attention.supports_tempering:
             raise ValueError(f"link policy {policy.label()}: the {self.config.backend} attention backend cannot "
                              "apply temperature or context_scale; use backend 'torch'")

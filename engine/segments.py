@@ -56,6 +56,12 @@ class Segment:
         return len(self.token_ids)
 
 
+def with_chunk_bos(segments: Sequence[Segment], bos_token_id: int) -> list[Segment]:
+    """``segments`` with ``bos_token_id`` at the head of every chunk that does not start with it."""
+    return [Segment.chunk((bos_token_id, *s.token_ids)) if s.kind == "chunk" and s.token_ids[0] != bos_token_id
+            else s for s in segments]
+
+
 def prompt_token_ids(segments: Sequence[Segment]) -> list[int]:
     """The flat prompt the model sees: all segments' tokens in order."""
     return [t for seg in segments for t in seg.token_ids]
@@ -76,6 +82,9 @@ class LinkPolicy:
             generated token's) attention logits to chunk tokens that keep their linked KV are
             divided by ``temperature`` and their weights multiplied by ``context_scale`` (1, 1:
             plain attention). The torch attention backend only.
+        chunk_bos: EPIC's LegoLink variant: the model's BOS is put at the head of every chunk
+            segment (it changes the prompt, under any policy), compiled and linked with the
+            chunk, so LegoLink's first k recomputed tokens are that BOS and the next k-1.
         tail: naive, LegoLink, CacheBlend, query: fraction of the chunk tokens, counted back from the
             last chunk (the documents closest to the question), recomputed through every
             layer, so they attend to every document before them (0: none, 1: all).
@@ -88,6 +97,7 @@ class LinkPolicy:
     granularity: Granularity = "token"
     temperature: float = 1.0
     context_scale: float = 1.0
+    chunk_bos: bool = False
 
     def __post_init__(self) -> None:
         if self.name not in LINK_POLICY_NAMES:
@@ -96,6 +106,8 @@ class LinkPolicy:
             )
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 0:
             raise ValueError(f"link policy k must be an integer >= 0, got {self.k!r}")
+        if not isinstance(self.chunk_bos, bool):
+            raise ValueError(f"link policy chunk_bos must be true or false, got {self.chunk_bos!r}")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"link policy granularity must be one of {', '.join(GRANULARITIES)}, "
                              f"got {self.granularity!r}")
@@ -145,6 +157,8 @@ class LinkPolicy:
             base = f"query-{'chunk-' if self.granularity == 'chunk' else ''}{round(self.ratio * 100)}"
         else:
             base = self.name
+        if self.chunk_bos:
+            base += "+bos"
         if self.tail and self.reuses_chunks:
             base += f"+tail-{round(self.tail * 100)}"
         return base + f"+ape-{self.temperature:g}-{self.context_scale:g}" if self.tempers else base
