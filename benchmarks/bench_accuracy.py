@@ -36,7 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from accuracy_report import plot_accuracy, policy_table, seed_table  # noqa: E402
+from accuracy_report import family_of, plot_accuracy, policy_table, seed_table  # noqa: E402
 from bench_report import machine_description  # noqa: E402
 
 from deployments.prompting import PromptBuilder  # noqa: E402
@@ -263,8 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
         print(f"json: {args.out}")
-    families = {label: policy.name + ("" if order == AS_GIVEN else f"@{order}")
-                for label, policy, order in args.policy_list}
+    families = {label: family_of(policy, order) for label, policy, order in args.policy_list}
     if args.plot and plot_accuracy(args.plot, summary, families,
                                    f"{args.model}: {len(records)} prompts, {args.doc_range[0]}-{args.doc_range[1]} "
                                    f"docs x ~{args.doc_tokens} tokens"):
