@@ -11,9 +11,12 @@ or whole chunks in the order of their mean score), the rest keep their linked KV
     pass 1                  linked KV       linked KV      computed, layers 0..M-1: scores
     forward     prefix ..   kept A rows     kept B rows    question (every layer)
 
-The pass writes the sure rows' KV at layers 0..M-1; the forward recomputes those same rows, so
-it leaves no trace. The question is the text after the last chunk; a step that does not hold
-the last prompt position (a prompt longer than the step's token budget) keeps all its candidates.
+The question is the text after the last chunk. When a prompt is split over several steps (it
+does not fit what is left of a step's token budget), each step's pass runs every sure row from
+that step's first position to the end of the prompt, the question included, and the step keeps
+the top ``ratio`` of its own candidates. The pass writes those rows' KV at layers 0..M-1; the
+forward (of this step or a later one) recomputes the same rows through every layer before any
+row after them reads it, so the pass leaves no trace.
 """
 
 from __future__ import annotations
@@ -118,23 +121,22 @@ def select_rows(model: Model, attention: AttentionBackend, kv_caches: torch.Tens
         (kept rows per work, request_id -> candidate rows dropped).
     """
     keep = [list(batch.rows_of(i)) for i in range(len(works))]
-    scoring = [i for i in querying if works[i].sample]  # the step holds the question
-    if not scoring:
-        return keep, {}
 
     def is_candidate(i: int, p: int) -> bool:
-        return any(s <= p < e for s, e in works[i].blend_candidates)
+        return any(s <= p < e for s, e in works[i].seq.plan.blend_candidates)
 
-    sure = [[p for p in batch.positions[i] if not is_candidate(i, p)] for i in scoring]
-    sub = build_step_batch([works[i].seq for i in scoring], sure, batch.meta.block_size, kv_caches.device)
+    # This step's rows and those of the prompt's later steps (the scheduler's remaining runs).
+    rest = [[*batch.positions[i], *(p for s, e in works[i].seq.pending for p in range(s, e))] for i in querying]
+    sure = [[p for p in positions if not is_candidate(i, p)] for i, positions in zip(querying, rest)]
+    sub = build_step_batch([works[i].seq for i in querying], sure, batch.meta.block_size, kv_caches.device)
     attention.plan(sub.meta)
     cos, sin = rope_cos_sin(sub.meta.positions, inv_freq)
     ctx = ForwardContext(cos, sin, sub.meta.slot_mapping, attention, kv_caches)
-    starts = [works[i].seq.plan.linked[-1].end for i in scoring]
+    starts = [works[i].seq.plan.linked[-1].end for i in querying]
     num_layers = max(1, round(SCORE_LAYERS * len(model.layers)))
     totals = question_attention(model, sub, ctx, starts, num_layers)
     dropped: dict[str, int] = {}
-    for i, total in zip(scoring, totals):
+    for i, total in zip(querying, totals):
         rows = [(r, p) for r, p in zip(batch.rows_of(i), batch.positions[i]) if is_candidate(i, p)]
         positions = [p for _, p in rows]
         policy = works[i].seq.policy

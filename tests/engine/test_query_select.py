@@ -44,8 +44,8 @@ def test_query_policy_label_and_validation():
         LinkPolicy("query", granularity="layer")
 
 
-def make_engine(model_dir):
-    return Engine(EngineConfig(model=str(model_dir), num_blocks=512, block_size=4))
+def make_engine(model_dir, **kw):
+    return Engine(EngineConfig(model=str(model_dir), num_blocks=512, block_size=4, **kw))
 
 
 def rag_prompt(seed):
@@ -76,3 +76,15 @@ def test_query_budget_counts_the_kept_candidates(hf_model_dirs):
         out = engine.generate([prompt], GREEDY, link_policy=LinkPolicy("query", ratio=0.25, granularity=granularity))[0]
         # prefix (cached: 0) + question 6 + ceil(0.25 * 49) = 13 candidates kept
         assert out.stats.recomputed_tokens == 6 + 13 + (5 - out.stats.prefix_hit_tokens), granularity
+
+
+def test_a_prompt_split_over_steps_is_scored_with_its_question_in_every_step(hf_model_dirs):
+    """With 16 tokens a step, the 49 candidates and the question of the prompt span several steps."""
+    engine = make_engine(hf_model_dirs["llama_gqa_llama3"], max_num_batched_tokens=16)
+    prompt = rag_prompt(3)
+    full = engine.generate([prompt], GREEDY, link_policy=LinkPolicy("full"))[0]
+    out = engine.generate([prompt], GREEDY, link_policy=LinkPolicy("query", ratio=1.0))[0]
+    assert out.token_ids == full.token_ids
+    part = engine.generate([prompt], GREEDY, link_policy=LinkPolicy("query", ratio=0.25))[0]
+    # Every step keeps a quarter of its own candidates (rounded up), never all of them.
+    assert part.stats.recomputed_tokens - 6 - (5 - part.stats.prefix_hit_tokens) < 49 // 2
