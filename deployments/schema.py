@@ -52,7 +52,7 @@ class DocumentRef(Body):
 
 
 class LinkPolicySpec(Body):
-    name: Literal["full", "prefix", "naive", "legolink", "cacheblend"]
+    name: Literal["full", "prefix", "naive", "legolink", "cacheblend", "query"]
     k: int = Field(default=16, ge=0)
     ratio: float = Field(default=0.15, ge=0.0, le=1.0)
     tail: float = Field(default=0.0, ge=0.0, le=1.0)
