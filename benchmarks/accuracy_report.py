@@ -1,26 +1,12 @@
-"""Tables and the accuracy-vs-recompute plot of ``bench_accuracy`` (no measuring here).
-
-Run alone, it merges the JSON of several runs over the same prompts (the same seeds and
-sizes: ``full``'s outputs must be identical in all) into one table and one plot:
-
-    .venv/bin/python benchmarks/accuracy_report.py benchmarks/results/a.json benchmarks/results/b.json \\
-        --plot benchmarks/results/accuracy_smollm2.png
-"""
+"""Tables and the accuracy-vs-recompute plot of ``bench_accuracy`` (no measuring here)."""
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 
 from bench_report import markdown_table, pyplot_or_none
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from engine.segments import LinkPolicy  # noqa: E402
-from evals.policy_spec import parse_policy  # noqa: E402
+from engine.segments import LinkPolicy
 
 POLICY_HEADERS = ["policy", "accuracy", "single", "two-hop", "output == full", "KL(full||policy) 1st token",
                   "recomputed", "TTFT ms (median)", "TTFT full / policy", "compiled in batch"]
@@ -87,47 +73,8 @@ def family_of(policy: LinkPolicy, order: str) -> str:
     name = policy.name + ("-chunk" if policy.name == "query" and policy.granularity == "chunk" else "")
     name += "+bos" if policy.chunk_bos else ""
     name += "+behind-prefix" if policy.chunk_context == "prefix" and policy.reuses_chunks else ""
-    name += f"+ape-{policy.temperature:g}-{policy.context_scale:g}" if policy.tempers else ""
     return name + ("" if order == "as_given" else f"@{order}")
-
-
-def merge_runs(runs: list[dict]) -> tuple[dict[str, dict], dict[str, str]]:
-    """The policies of every run (the first run's row of a label listed twice), and each
-    label's family. Raises ValueError unless all runs have the same prompts and full outputs."""
-    summary: dict[str, dict] = {}
-    ref = [(r["question"], r["outputs"]["full"]["text"]) for r in runs[0]["prompts"]]
-    for run in runs:
-        if [(r["question"], r["outputs"]["full"]["text"]) for r in run["prompts"]] != ref:
-            raise ValueError("the runs differ in their prompts or in full's outputs: not one comparison")
-        for label, row in run["policies"].items():
-            summary.setdefault(label, row)
-    families = {}
-    for label in summary:
-        spec, _, order = label.partition("@")
-        families[label] = family_of(parse_policy(spec), order or "as_given")
-    return summary, families
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description="merge bench_accuracy runs over the same prompts")
-    p.add_argument("runs", type=Path, nargs="+", help="bench_accuracy JSON files")
-    p.add_argument("--plot", type=Path, required=True)
-    args = p.parse_args(argv)
-    runs = [json.loads(path.read_text()) for path in args.runs]
-    summary, families = merge_runs(runs)
-    setup = runs[0]["setup"]
-    print(policy_table(summary))
-    print(seed_table(summary, setup["seeds"]))
-    docs = setup["docs"]
-    n = len(runs[0]["prompts"])
-    if plot_accuracy(args.plot, summary, families,
-                     f"{setup['model']}: {n} prompts, {docs[0]}-{docs[1]} docs x ~{setup['doc_tokens_target']} tokens"):
-        print(f"plot: {args.plot}")
 
 
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
-
-
-if __name__ == "__main__":
-    main()

@@ -104,9 +104,6 @@ class Engine:
         bad = [t for t, _ in sampling.logit_bias if t >= self.spec.vocab_size]
         if bad:
             raise ValueError(f"logit_bias token id {bad[0]} is outside the vocabulary [0, {self.spec.vocab_size})")
-        if policy.tempers and not self.runner.attention.supports_tempering:
-            raise ValueError(f"link policy {policy.label()}: the {self.config.backend} attention backend cannot "
-                             "apply temperature or context_scale; use backend 'torch'")
         context = compile_context(segments, policy)
         keys = [chunk_key(self.model_fingerprint, s.token_ids, context) for s in segments if s.kind == "chunk"]
         rid = request_id if request_id is not None else f"req-{next(self._ids)}"

@@ -24,7 +24,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.attention.base import Tempering
 from engine.segments import LinkPolicy, Segment
 
 Run = tuple[int, int]  # half-open [start, end) of absolute positions
@@ -56,8 +55,6 @@ class PromptPlan:
         blend_ratio: their ratio (0 otherwise).
         exact_len: positions [0, exact_len) end with exactly the KV of a plain prefill, so their
             full blocks may be published as prefix-cache entries.
-        tempering: APE's temperature and scale for the question's attention to the chunk
-            positions that keep their linked KV (outside ``runs``); None when the policy has none.
     """
 
     runs: tuple[Run, ...]
@@ -65,7 +62,6 @@ class PromptPlan:
     blend_candidates: tuple[Run, ...]
     blend_ratio: float
     exact_len: int
-    tempering: Tempering | None = None
 
     @property
     def num_computed(self) -> int:
@@ -135,11 +131,7 @@ def plan_prompt(segments: Sequence[Segment], policy: LinkPolicy, prefix_hit: int
     # Positions CacheBlend may drop after layer 1 are not surely recomputed.
     sure = merged if ratio >= 1.0 else subtract_runs(merged, candidates)
     exact_len = _first_uncovered(sure, spans, total)
-    tempering = None
-    linked_only = subtract_runs([(c.start, c.end) for c in spans], merged)
-    if policy.tempers and linked_only:
-        tempering = Tempering(linked_only, spans[-1].end, policy.temperature, policy.context_scale)
-    return PromptPlan(merged, tuple(spans), candidates, ratio, exact_len, tempering)
+    return PromptPlan(merged, tuple(spans), candidates, ratio, exact_len)
 
 
 def tail_runs(spans: Sequence[ChunkSpan], fraction: float) -> list[Run]:

@@ -93,10 +93,6 @@ class LinkPolicy:
             CacheBlend picks them by KV deviation, ``query`` by the question's attention over
             the linked prompt (:mod:`engine.query_select`).
         granularity: query: ``token`` ranks chunk tokens, ``chunk`` ranks whole chunks.
-        temperature, context_scale: APE-style, with chunk reuse: the question's (and every
-            generated token's) attention logits to chunk tokens that keep their linked KV are
-            divided by ``temperature`` and their weights multiplied by ``context_scale`` (1, 1:
-            plain attention). The torch attention backend only.
         chunk_bos: EPIC's LegoLink variant: the model's BOS is put at the head of every chunk
             segment (it changes the prompt, under any policy), compiled and linked with the
             chunk, so LegoLink's first k recomputed tokens are that BOS and the next k-1.
@@ -113,8 +109,6 @@ class LinkPolicy:
     ratio: float = 0.15
     tail: float = 0.0
     granularity: Granularity = "token"
-    temperature: float = 1.0
-    context_scale: float = 1.0
     chunk_bos: bool = False
     chunk_context: ChunkContext = "bos"
 
@@ -133,13 +127,6 @@ class LinkPolicy:
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"link policy granularity must be one of {', '.join(GRANULARITIES)}, "
                              f"got {self.granularity!r}")
-        for name in ("temperature", "context_scale"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 10.0:
-                raise ValueError(f"link policy {name} must be a number in (0, 10], got {value!r}")
-        if self.selects_rows and (self.temperature != 1.0 or self.context_scale != 1.0):
-            raise ValueError(f"link policy {self.name} recomputes its candidates, so no token keeps its linked "
-                             "KV for temperature and context_scale to act on; use naive or legolink")
         for name in ("ratio", "tail"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
@@ -153,11 +140,6 @@ class LinkPolicy:
     def selects_rows(self) -> bool:
         """Recomputes a ``ratio`` of its chunk tokens chosen during the forward."""
         return self.name in ("cacheblend", "query")
-
-    @property
-    def tempers(self) -> bool:
-        """Changes the question's attention to linked chunk tokens (APE)."""
-        return self.reuses_chunks and (self.temperature != 1.0 or self.context_scale != 1.0)
 
     @property
     def reuses_prefix(self) -> bool:
@@ -185,4 +167,4 @@ class LinkPolicy:
             base += "+behind-prefix"
         if self.tail and self.reuses_chunks:
             base += f"+tail-{round(self.tail * 100)}"
-        return base + f"+ape-{self.temperature:g}-{self.context_scale:g}" if self.tempers else base
+        return base

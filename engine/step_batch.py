@@ -59,9 +59,8 @@ def build_step_batch(
     offsets = [0]
     for seq, pos in zip(seqs, positions):
         blocks = tuple(seq.block_ids)
-        tempering = seq.plan.tempering if isinstance(seq, Request) and seq.plan is not None else None
         for s, e in runs_of(pos):
-            layouts.append(SegmentLayout(e - s, e, blocks, tempering))
+            layouts.append(SegmentLayout(e - s, e, blocks))
         flat_pos.extend(pos)
         slots.extend(slot_of(seq.block_ids, p, block_size) for p in pos)
         tokens.extend(seq.token_at(p) for p in pos)

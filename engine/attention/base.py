@@ -27,22 +27,6 @@ from dataclasses import dataclass
 import torch
 
 
-@dataclass(frozen=True, slots=True)
-class Tempering:
-    """APE-style attention from the question to linked context (host side, one per sequence).
-
-    A row at a position >= ``query_from`` (the question and every generated token) sees each
-    KV position inside ``runs`` with its logit divided by ``temperature`` and its weight
-    multiplied by ``scale`` (a log-scale added to the logit) before the softmax; every other
-    pair attends as usual.
-    """
-
-    runs: tuple[tuple[int, int], ...]  # half-open KV position runs of linked context tokens
-    query_from: int
-    temperature: float
-    scale: float
-
-
 @dataclass(slots=True)
 class AttentionMetadata:
     """One step's attention layout; built once per step on the host, moved to the device.
@@ -62,7 +46,6 @@ class AttentionMetadata:
     qo_indptr_cpu: list[int]
     kv_lens_cpu: list[int]
     kv_page_indptr_cpu: list[int]
-    tempering: list[Tempering | None]  # [S] per segment (host only)
 
     @property
     def num_rows(self) -> int:
@@ -81,13 +64,11 @@ class SegmentLayout:
         num_rows: query rows of this segment (the run length q).
         kv_len: positions 0..kv_len-1 of the sequence are visible to the last row.
         block_ids: the sequence's page table (at least ceil(kv_len / block_size) entries).
-        tempering: the sequence's APE tempering, if its link policy asks for one.
     """
 
     num_rows: int
     kv_len: int
     block_ids: tuple[int, ...]
-    tempering: Tempering | None = None
 
 
 def build_metadata(
@@ -134,7 +115,6 @@ def build_metadata(
         qo_indptr_cpu=qo_indptr,
         kv_lens_cpu=kv_lens,
         kv_page_indptr_cpu=kv_page_indptr,
-        tempering=[seg.tempering for seg in layouts],
     )
 
 
@@ -159,8 +139,6 @@ class AttentionBackend(ABC):
     Construct once per engine; call :meth:`plan` once per step (or per row subset, when a link
     policy drops rows mid-forward), then :meth:`forward` once per layer.
     """
-
-    supports_tempering = True  # can run a step whose metadata holds a :class:`Tempering`
 
     def __init__(self, num_q_heads: int, num_kv_heads: int, head_dim: int, scale: float):
         assert num_q_heads % num_kv_heads == 0, "query heads must be a multiple of KV heads"

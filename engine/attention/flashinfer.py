@@ -32,8 +32,6 @@ from engine.attention.flashinfer_plan import (
 )
 
 KV_DTYPES = (torch.float16, torch.bfloat16)
-TEMPERING_UNSUPPORTED = ("attention backend 'flashinfer' cannot apply a link policy's temperature or "
-                         "context_scale (APE); use backend 'torch', or temperature 1 and context_scale 1")
 
 
 def require_cuda(device: torch.device) -> None:
@@ -66,12 +64,7 @@ class FlashInferAttentionBackend(AttentionBackend):
         dtype: Q, K/V and output dtype (float16 or bfloat16).
         kernel_backend: FlashInfer's implementation choice (``auto``, ``fa2``, ``fa3``).
         workspace_bytes: float scratch space shared by all wrappers.
-
-    Its causal kernels have no per-pair logit terms, so link policies with APE tempering are
-    refused (``supports_tempering``; the engine rejects such requests before they run).
     """
-
-    supports_tempering = False
 
     def __init__(
         self,
@@ -142,8 +135,6 @@ class FlashInferAttentionBackend(AttentionBackend):
 
     def plan(self, meta: AttentionMetadata) -> None:
         assert meta.num_segments > 0, "nothing to plan"
-        if any(t is not None for t in meta.tempering):
-            raise ValueError(TEMPERING_UNSUPPORTED)
         step = plan_step(meta)
         self._step = step
         self.graph_batch_size = None

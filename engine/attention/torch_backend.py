@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from engine.attention.base import AttentionBackend, AttentionMetadata
-from engine.attention.tempering import tempered_attention, tempering_terms
 
 
 @dataclass(slots=True)
@@ -28,7 +27,6 @@ class _Group:
     visible: torch.Tensor | None  # [B, R, max_pages * block_size] bool: which KV slots each row sees
     kv_len: int  # KV slots used (the last page may be partly filled)
     causal: bool  # visible is exactly "row i sees slots <= i" over kv_len == R slots (a fresh prefill)
-    tempered: tuple[torch.Tensor, torch.Tensor] | None = None  # APE factor, bias: [B, R, kv_len] float32
 
 
 class TorchAttentionBackend(AttentionBackend):
@@ -58,9 +56,7 @@ class TorchAttentionBackend(AttentionBackend):
                 table[i, : len(p)] = p
                 visible[i, 0, : meta.kv_lens_cpu[s]] = True
             rows = torch.tensor([qo[s] for s in singles], dtype=torch.long, device=device)
-            tempered = self._tempered(visible, torch.tensor([[meta.kv_lens_cpu[s] - 1] for s in singles]),
-                                      [meta.tempering[s] for s in singles], device)
-            self._groups.append(_Group(rows, table.to(device), visible.to(device), width * bs, False, tempered))
+            self._groups.append(_Group(rows, table.to(device), visible.to(device), width * bs, False))
 
     @staticmethod
     def _extends(prev: int, s: int, meta: AttentionMetadata, pages: torch.Tensor) -> bool:
@@ -82,20 +78,11 @@ class TorchAttentionBackend(AttentionBackend):
         ])
         rows = slice(qo[segs[0]], qo[segs[-1] + 1])
         kv_len = max(meta.kv_lens_cpu[s] for s in segs)
-        tempering = meta.tempering[segs[0]]  # the segments of a run are one sequence's
-        if len(segs) == 1 and limits[0] == 1 and kv_len == len(limits) and tempering is None:
+        if len(segs) == 1 and limits[0] == 1 and kv_len == len(limits):
             # Positions 0..R-1 over exactly R slots: plain causal attention, no mask needed.
             return _Group(rows, table[None].to(device), None, kv_len, True)
         visible = torch.arange(kv_len)[None, :] < limits[:, None]
-        tempered = self._tempered(visible[None], (limits - 1)[None], [tempering], device)
-        return _Group(rows, table[None].to(device), visible[None].to(device), kv_len, False, tempered)
-
-    @staticmethod
-    def _tempered(visible: torch.Tensor, row_positions: torch.Tensor, temperings: list, device):
-        if all(t is None for t in temperings):
-            return None
-        factor, bias = tempering_terms(visible, row_positions, temperings)
-        return factor.to(device), bias.to(device)
+        return _Group(rows, table[None].to(device), visible[None].to(device), kv_len, False)
 
     def forward(self, q: torch.Tensor, kv_cache: torch.Tensor) -> torch.Tensor:
         # q: [N, Hq, D]; kv_cache: [num_blocks, 2, block_size, Hkv, D]
@@ -111,10 +98,7 @@ class TorchAttentionBackend(AttentionBackend):
             else:
                 qg = q[g.rows][:, :, None, :]  # [B, Hq, 1, D]
             mask = None if g.causal else g.visible[:, None]
-            if g.tempered is not None:
-                o = tempered_attention(qg, k, v, *g.tempered, self.scale)
-            else:
-                o = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask, is_causal=g.causal, scale=self.scale,
-                                                   enable_gqa=self.num_q_heads != self.num_kv_heads)
+            o = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask, is_causal=g.causal, scale=self.scale,
+                                               enable_gqa=self.num_q_heads != self.num_kv_heads)
             out[g.rows] = o[0].transpose(0, 1) if isinstance(g.rows, slice) else o[:, :, 0]
         return out
