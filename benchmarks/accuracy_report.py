@@ -72,7 +72,6 @@ def family_of(policy: LinkPolicy, order: str) -> str:
     ratio, tail), then its document order unless the client's."""
     name = policy.name + ("-chunk" if policy.name == "query" and policy.granularity == "chunk" else "")
     name += "+bos" if policy.chunk_bos else ""
-    name += "+behind-prefix" if policy.chunk_context == "prefix" and policy.reuses_chunks else ""
     return name + ("" if order == "as_given" else f"@{order}")
 
 

@@ -40,7 +40,7 @@ class ChunkManager:
             if tier is None:
                 self._waiters.setdefault(key, []).append(request)
                 if key not in self.jobs:
-                    self._start_job(key, ids, request.compile_context)
+                    self._start_job(key, ids)
                 if count_stats:
                     stats.compiled_tokens += len(ids)
                 continue
@@ -63,11 +63,10 @@ class ChunkManager:
         self.pool.put(key, hit.kv.to(device=self.device, dtype=self.dtype), pins=1)
         return hit.tier
 
-    def _start_job(self, key: ChunkKey, ids: tuple[int, ...], context: tuple[int, ...] = ()) -> CompileJob:
-        """Compile ``ids`` behind ``context``, or (when empty) behind BOS unless ``ids`` starts with it."""
-        head = list(context) or ([] if list(ids[:1]) == self.bos else self.bos)
-        tokens = [*head, *ids]
-        job = CompileJob(key, tokens, len(head), [(0, len(tokens))])
+    def _start_job(self, key: ChunkKey, ids: tuple[int, ...]) -> CompileJob:
+        bos = [] if list(ids[:1]) == self.bos else self.bos  # a chunk that starts with BOS is compiled with it
+        tokens = [*bos, *ids]
+        job = CompileJob(key, tokens, len(bos), [(0, len(tokens))])
         self.jobs[key] = job
         self.queue.append(job)
         return job

@@ -26,7 +26,7 @@ from engine.request import CompileJob, Request, RequestStatus
 from engine.sampler import SampleRow, make_generator, sample
 from engine.sampling_params import SamplingParams
 from engine.scheduler import Scheduler
-from engine.segments import LinkPolicy, Segment, compile_context, prompt_token_ids, with_chunk_bos
+from engine.segments import LinkPolicy, Segment, prompt_token_ids, with_chunk_bos
 from engine.structured import GrammarBook
 from engine.load import EngineLoad
 from kvstore.keys import ChunkKey, chunk_key
@@ -104,11 +104,10 @@ class Engine:
         bad = [t for t, _ in sampling.logit_bias if t >= self.spec.vocab_size]
         if bad:
             raise ValueError(f"logit_bias token id {bad[0]} is outside the vocabulary [0, {self.spec.vocab_size})")
-        context = compile_context(segments, policy)
-        keys = [chunk_key(self.model_fingerprint, s.token_ids, context) for s in segments if s.kind == "chunk"]
+        keys = [chunk_key(self.model_fingerprint, s.token_ids) for s in segments if s.kind == "chunk"]
         rid = request_id if request_id is not None else f"req-{next(self._ids)}"
         req = Request(rid, list(segments), ids, sampling, policy, self.clock(), keys, make_generator(sampling),
-                      context, cache_salt=cache_salt)
+                      cache_salt=cache_salt)
         if sampling.structured is not None:
             req.grammar = self._grammar_book().compile(sampling.structured)
             req.matcher = self._grammar_book().matcher(req.grammar)
@@ -232,8 +231,7 @@ class Engine:
         for i in range(1, parent.sampling.n):
             child = Request(f"{parent.request_id}#{i}", parent.segments, parent.prompt_ids, parent.sampling,
                             parent.policy, parent.arrival_s, parent.chunk_keys,
-                            make_generator(parent.sampling, i), parent.compile_context, group_id=parent.group_id,
-                            index=i, forked=True,
+                            make_generator(parent.sampling, i), group_id=parent.group_id, index=i, forked=True,
                             cache_salt=parent.cache_salt, grammar=parent.grammar,
                             stats=RequestStats(prompt_tokens=len(parent.prompt_ids)))
             if parent.grammar is not None:

@@ -32,7 +32,6 @@ class Request:
     arrival_s: float
     chunk_keys: list[ChunkKey]  # one per chunk segment, in prompt order
     generator: torch.Generator | None = None
-    compile_context: tuple[int, ...] = ()  # tokens its chunks are compiled behind; (): the model's BOS
     output_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     top_logprobs: list[dict[int, float]] = field(default_factory=list)

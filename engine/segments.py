@@ -23,8 +23,6 @@ LinkPolicyName = Literal["full", "prefix", "naive", "legolink", "cacheblend", "q
 LINK_POLICY_NAMES: tuple[str, ...] = ("full", "prefix", "naive", "legolink", "cacheblend", "query")
 Granularity = Literal["token", "chunk"]
 GRANULARITIES: tuple[str, ...] = ("token", "chunk")
-ChunkContext = Literal["bos", "prefix"]
-CHUNK_CONTEXTS: tuple[str, ...] = ("bos", "prefix")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,19 +62,6 @@ def with_chunk_bos(segments: Sequence[Segment], bos_token_id: int) -> list[Segme
             else s for s in segments]
 
 
-def compile_context(segments: Sequence[Segment], policy: LinkPolicy) -> tuple[int, ...]:
-    """The tokens ``policy`` compiles this prompt's chunks behind: the leading prefix segments'
-    under ``chunk_context="prefix"``, else () (the model's BOS)."""
-    if policy.chunk_context != "prefix" or not policy.reuses_chunks:
-        return ()
-    head: list[int] = []
-    for seg in segments:
-        if seg.kind != "prefix":
-            break
-        head.extend(seg.token_ids)
-    return tuple(head)
-
-
 def prompt_token_ids(segments: Sequence[Segment]) -> list[int]:
     """The flat prompt the model sees: all segments' tokens in order."""
     return [t for seg in segments for t in seg.token_ids]
@@ -96,9 +81,6 @@ class LinkPolicy:
         chunk_bos: EPIC's LegoLink variant: the model's BOS is put at the head of every chunk
             segment (it changes the prompt, under any policy), compiled and linked with the
             chunk, so LegoLink's first k recomputed tokens are that BOS and the next k-1.
-        chunk_context: what chunks are compiled behind: ``bos`` (the model's BOS alone) or
-            ``prefix`` (the prompt's leading prefix segments, e.g. the chat template's head, as
-            every chunk of the prompt will see it; the chunk key then covers that prefix).
         tail: naive, LegoLink, CacheBlend, query: fraction of the chunk tokens, counted back from the
             last chunk (the documents closest to the question), recomputed through every
             layer, so they attend to every document before them (0: none, 1: all).
@@ -110,7 +92,6 @@ class LinkPolicy:
     tail: float = 0.0
     granularity: Granularity = "token"
     chunk_bos: bool = False
-    chunk_context: ChunkContext = "bos"
 
     def __post_init__(self) -> None:
         if self.name not in LINK_POLICY_NAMES:
@@ -121,9 +102,6 @@ class LinkPolicy:
             raise ValueError(f"link policy k must be an integer >= 0, got {self.k!r}")
         if not isinstance(self.chunk_bos, bool):
             raise ValueError(f"link policy chunk_bos must be true or false, got {self.chunk_bos!r}")
-        if self.chunk_context not in CHUNK_CONTEXTS:
-            raise ValueError(f"link policy chunk_context must be one of {', '.join(CHUNK_CONTEXTS)}, "
-                             f"got {self.chunk_context!r}")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"link policy granularity must be one of {', '.join(GRANULARITIES)}, "
                              f"got {self.granularity!r}")
@@ -163,8 +141,6 @@ class LinkPolicy:
             base = self.name
         if self.chunk_bos:
             base += "+bos"
-        if self.chunk_context == "prefix" and self.reuses_chunks:
-            base += "+behind-prefix"
         if self.tail and self.reuses_chunks:
             base += f"+tail-{round(self.tail * 100)}"
         return base

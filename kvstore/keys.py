@@ -21,14 +21,12 @@ KV_LAYOUT_VERSION = 1
 KEY_HEX_CHARS = 32
 
 
-def chunk_key(model_fingerprint: str, token_ids: Sequence[int], context: Sequence[int] = ()) -> ChunkKey:
+def chunk_key(model_fingerprint: str, token_ids: Sequence[int]) -> ChunkKey:
     """Content address of one chunk's KV.
 
     Args:
         model_fingerprint: the engine's model fingerprint (weights, config and KV dtype).
         token_ids: the chunk's own token ids (no BOS).
-        context: the tokens the chunk was compiled behind, when not the model's BOS alone
-            (empty: BOS; the key is then the same as before this argument existed).
 
     Returns:
         A 32-character lowercase hex string, safe as a file or object name.
@@ -42,8 +40,6 @@ def chunk_key(model_fingerprint: str, token_ids: Sequence[int], context: Sequenc
     fp = model_fingerprint.encode()
     h.update(struct.pack("<I", len(fp)))
     h.update(fp)
-    if context:
-        h.update(struct.pack(f"<4sI{len(context)}q", b"ctx:", len(context), *context))
     h.update(struct.pack(f"<{len(token_ids)}q", *token_ids))
     return ChunkKey(h.hexdigest())
 
