@@ -70,8 +70,7 @@ def plot_accuracy(path: Path, summary: dict[str, dict], families_of: dict[str, s
 def family_of(policy: LinkPolicy, order: str) -> str:
     """The curve a policy's point belongs to: its name and every field but its budget (k,
     ratio, tail), then its document order unless the client's."""
-    name = policy.name + ("-chunk" if policy.name == "query" and policy.granularity == "chunk" else "")
-    name += "+bos" if policy.chunk_bos else ""
+    name = policy.name + ("+bos" if policy.chunk_bos else "")
     return name + ("" if order == "as_given" else f"@{order}")
 
 

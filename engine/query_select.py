@@ -1,11 +1,12 @@
-"""Query-aware selection: recompute the chunk tokens the question attends to most.
+"""Query-aware selection: recompute the chunks the question attends to most.
 
 Before the step's forward, a cheap pass runs only the rows that are surely recomputed (the
 question, the text around the chunks, ``tail`` positions) through the first ``SCORE_LAYERS``
 fraction of the layers, over the linked KV of the chunks. At each of those layers the question
 rows' attention probabilities are summed over heads and rows; their mean over the layers
-scores each candidate position. The top ``ratio`` of the step's candidates are kept (by token,
-or whole chunks in the order of their mean score), the rest keep their linked KV:
+scores each candidate position; a chunk's score is the mean of its candidates'. Whole chunks,
+best first, are kept up to ``ratio`` of the step's candidates, the rest keep their linked KV
+(ranking single tokens instead lost answers on SmolLM2: README, "Link policy accuracy"):
 
     prompt      [ prefix ][ chunk A      ][ chunk B      ][ question ]
     pass 1                  linked KV       linked KV      computed, layers 0..M-1: scores
@@ -36,22 +37,18 @@ SCORE_LAYERS = 0.5  # the pass runs the first half of the layers
 
 
 def select_positions(scores: Sequence[float], positions: Sequence[int], spans: Sequence[ChunkSpan],
-                     ratio: float, granularity: str) -> set[int]:
-    """The candidate positions to keep: ``ceil(ratio * len(positions))`` of them.
+                     ratio: float) -> set[int]:
+    """The candidate positions to keep: ``ceil(ratio * len(positions))`` of them, by chunk.
 
     Args:
         scores: one per candidate position.
         positions: the candidate positions (ascending).
         spans: the prompt's chunks (each candidate lies in one).
-        ratio: fraction of the candidates kept.
-        granularity: ``token``: the highest-scored positions (ties: the later first);
-            ``chunk``: chunks by the mean score of their candidates, best first, each taken
-            whole, the last one taken from its end when only part of it fits.
+        ratio: fraction of the candidates kept: chunks by the mean score of their candidates,
+            best first (ties: the later chunk), each taken whole, the last one from its end
+            when only part of it fits.
     """
     budget = math.ceil(ratio * len(positions) - 1e-9)
-    order = sorted(range(len(positions)), key=lambda j: (-scores[j], -positions[j]))
-    if granularity == "token":
-        return {positions[j] for j in order[:budget]}
     members: dict[int, list[int]] = {}
     for j, p in enumerate(positions):
         (c,) = [c.index for c in spans if c.start <= p < c.end]
@@ -139,9 +136,8 @@ def select_rows(model: Model, attention: AttentionBackend, kv_caches: torch.Tens
     for i, total in zip(querying, totals):
         rows = [(r, p) for r, p in zip(batch.rows_of(i), batch.positions[i]) if is_candidate(i, p)]
         positions = [p for _, p in rows]
-        policy = works[i].seq.policy
-        kept = select_positions(total[positions].tolist(), positions, works[i].seq.plan.linked, policy.ratio,
-                                policy.granularity)
+        kept = select_positions(total[positions].tolist(), positions, works[i].seq.plan.linked,
+                                works[i].seq.policy.ratio)
         drop = {r for r, p in rows if p not in kept}
         keep[i] = [r for r in keep[i] if r not in drop]
         dropped[works[i].seq.request_id] = len(drop)

@@ -21,8 +21,6 @@ SEGMENT_KINDS: tuple[str, ...] = ("prefix", "chunk", "text")
 
 LinkPolicyName = Literal["full", "prefix", "naive", "legolink", "cacheblend", "query"]
 LINK_POLICY_NAMES: tuple[str, ...] = ("full", "prefix", "naive", "legolink", "cacheblend", "query")
-Granularity = Literal["token", "chunk"]
-GRANULARITIES: tuple[str, ...] = ("token", "chunk")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +73,8 @@ class LinkPolicy:
         name: ``full``, ``prefix``, ``naive``, ``legolink``, ``cacheblend`` or ``query``.
         k: LegoLink: leading tokens of each chunk recomputed (ignored by other policies).
         ratio: CacheBlend, query: fraction of chunk tokens recomputed (ignored by other policies).
-            CacheBlend picks them by KV deviation, ``query`` by the question's attention over
-            the linked prompt (:mod:`engine.query_select`).
-        granularity: query: ``token`` ranks chunk tokens, ``chunk`` ranks whole chunks.
+            CacheBlend picks tokens by KV deviation, ``query`` whole chunks by the question's
+            attention over the linked prompt (:mod:`engine.query_select`).
         chunk_bos: EPIC's LegoLink variant: the model's BOS is put at the head of every chunk
             segment (it changes the prompt, under any policy), compiled and linked with the
             chunk, so LegoLink's first k recomputed tokens are that BOS and the next k-1.
@@ -90,7 +87,6 @@ class LinkPolicy:
     k: int = 16
     ratio: float = 0.15
     tail: float = 0.0
-    granularity: Granularity = "token"
     chunk_bos: bool = False
 
     def __post_init__(self) -> None:
@@ -102,9 +98,6 @@ class LinkPolicy:
             raise ValueError(f"link policy k must be an integer >= 0, got {self.k!r}")
         if not isinstance(self.chunk_bos, bool):
             raise ValueError(f"link policy chunk_bos must be true or false, got {self.chunk_bos!r}")
-        if self.granularity not in GRANULARITIES:
-            raise ValueError(f"link policy granularity must be one of {', '.join(GRANULARITIES)}, "
-                             f"got {self.granularity!r}")
         for name in ("ratio", "tail"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
@@ -136,7 +129,7 @@ class LinkPolicy:
         elif self.name == "cacheblend":
             base = f"cacheblend-{round(self.ratio * 100)}"
         elif self.name == "query":
-            base = f"query-{'chunk-' if self.granularity == 'chunk' else ''}{round(self.ratio * 100)}"
+            base = f"query-{round(self.ratio * 100)}"
         else:
             base = self.name
         if self.chunk_bos:

@@ -14,5 +14,5 @@ from engine.segments import LinkPolicy  # noqa: E402
 
 def test_family_keeps_every_field_but_the_budget():
     assert family_of(LinkPolicy("naive", tail=0.25), "as_given") == "naive"
-    assert family_of(LinkPolicy("query", ratio=0.2, granularity="chunk"), "lexical") == "query-chunk@lexical"
+    assert family_of(LinkPolicy("query", ratio=0.2), "lexical") == "query@lexical"
     assert family_of(LinkPolicy("legolink", k=16, chunk_bos=True, tail=0.15), "as_given") == "legolink+bos"

@@ -25,23 +25,26 @@ def test_query_plan_candidates_are_the_chunk_tokens_outside_the_tail():
     assert plan.exact_len == 4
 
 
-@pytest.mark.parametrize("ratio, granularity, kept", [
-    (0.25, "token", {5, 7, 15}),  # ceil(3): 0.9, 0.8, then the later of the 0.3s
-    (0.0, "token", set()),
-    (1.0, "token", set(POSITIONS)),
-    (0.5, "chunk", {4, 5, 6, 7, 8, 9}),  # A's mean 0.333 > B's 0.25
-    (0.75, "chunk", {4, 5, 6, 7, 8, 9, 13, 14, 15}),  # then B's last 3
-    (0.25, "chunk", {7, 8, 9}),  # A's last 3
+@pytest.mark.parametrize("ratio, kept", [
+    (0.0, set()),
+    (0.5, {4, 5, 6, 7, 8, 9}),  # A's mean 0.333 > B's 0.25
+    (0.75, {4, 5, 6, 7, 8, 9, 13, 14, 15}),  # then B's last 3
+    (0.25, {7, 8, 9}),  # A's last 3
+    (1.0, set(POSITIONS)),
 ])
-def test_select_positions(ratio, granularity, kept):
-    assert select_positions(SCORES, POSITIONS, SPANS, ratio, granularity) == kept
+def test_select_positions(ratio, kept):
+    assert select_positions(SCORES, POSITIONS, SPANS, ratio) == kept
+
+
+def test_equal_chunk_scores_keep_the_later_chunk():
+    assert select_positions([0.5] * 12, POSITIONS, SPANS, 0.5) == set(range(10, 16))
 
 
 def test_query_policy_label_and_validation():
     assert LinkPolicy("query", ratio=0.1).label() == "query-10"
-    assert LinkPolicy("query", ratio=0.2, granularity="chunk", tail=0.1).label() == "query-chunk-20+tail-10"
-    with pytest.raises(ValueError, match="granularity must be one of token, chunk"):
-        LinkPolicy("query", granularity="layer")
+    assert LinkPolicy("query", ratio=0.2, tail=0.1).label() == "query-20+tail-10"
+    with pytest.raises(ValueError, match="ratio must be a number in"):
+        LinkPolicy("query", ratio=1.5)
 
 
 def make_engine(model_dir, **kw):
@@ -62,7 +65,7 @@ def test_unlimited_query_budgets_equal_full(hf_model_dirs, seed):
     engine = make_engine(hf_model_dirs["llama_gqa_llama3"])
     prompt = rag_prompt(seed)
     full = engine.generate([prompt], GREEDY, link_policy=LinkPolicy("full"))[0]
-    for policy in (LinkPolicy("query", ratio=1.0), LinkPolicy("query", ratio=1.0, granularity="chunk"),
+    for policy in (LinkPolicy("query", ratio=1.0),
                    LinkPolicy("query", ratio=0.1, tail=1.0)):
         out = engine.generate([prompt], GREEDY, link_policy=policy)[0]
         assert out.token_ids == full.token_ids, policy
@@ -72,10 +75,9 @@ def test_unlimited_query_budgets_equal_full(hf_model_dirs, seed):
 def test_query_budget_counts_the_kept_candidates(hf_model_dirs):
     engine = make_engine(hf_model_dirs["llama_gqa_llama3"])
     prompt = rag_prompt(2)  # 5 + 49 chunk tokens + 6; the last position is never a candidate
-    for granularity in ("token", "chunk"):
-        out = engine.generate([prompt], GREEDY, link_policy=LinkPolicy("query", ratio=0.25, granularity=granularity))[0]
-        # prefix (cached: 0) + question 6 + ceil(0.25 * 49) = 13 candidates kept
-        assert out.stats.recomputed_tokens == 6 + 13 + (5 - out.stats.prefix_hit_tokens), granularity
+    out = engine.generate([prompt], GREEDY, link_policy=LinkPolicy("query", ratio=0.25))[0]
+    # the prefix's uncached part + question 6 + ceil(0.25 * 49) = 13 candidates kept
+    assert out.stats.recomputed_tokens == 6 + 13 + (5 - out.stats.prefix_hit_tokens)
 
 
 def test_a_prompt_split_over_steps_is_scored_with_its_question_in_every_step(hf_model_dirs):
