@@ -109,7 +109,7 @@ class LinkPolicy:
 
     @property
     def selects_rows(self) -> bool:
-        """Recomputes a ``ratio`` of its chunk tokens chosen during the forward."""
+        """Recomputes a ``ratio`` of its chunk tokens, chosen on the device as the step runs."""
         return self.name in ("cacheblend", "query")
 
     @property
