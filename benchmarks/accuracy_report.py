@@ -6,6 +6,8 @@ from pathlib import Path
 
 from bench_report import markdown_table, pyplot_or_none
 
+from engine.segments import LinkPolicy
+
 POLICY_HEADERS = ["policy", "accuracy", "single", "two-hop", "output == full", "KL(full||policy) 1st token",
                   "recomputed", "TTFT ms (median)", "TTFT full / policy", "compiled in batch"]
 
@@ -63,6 +65,13 @@ def plot_accuracy(path: Path, summary: dict[str, dict], families_of: dict[str, s
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+def family_of(policy: LinkPolicy, order: str) -> str:
+    """The curve a policy's point belongs to: its name and every field but its budget (k,
+    ratio, tail), then its document order unless the client's."""
+    name = policy.name + ("+bos" if policy.chunk_bos else "")
+    return name + ("" if order == "as_given" else f"@{order}")
 
 
 def _pct(value: float | None) -> str:

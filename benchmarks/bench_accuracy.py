@@ -36,7 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from accuracy_report import plot_accuracy, policy_table, seed_table  # noqa: E402
+from accuracy_report import family_of, plot_accuracy, policy_table, seed_table  # noqa: E402
 from bench_report import machine_description  # noqa: E402
 
 from deployments.prompting import PromptBuilder  # noqa: E402
@@ -218,9 +218,7 @@ def summarize(labels: list[str], seeds: dict[int, dict]) -> dict[str, dict]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Run the benchmark; print the setup and table; save JSON and the plot; return the results."""
-    import json
-
+    """Run the benchmark; after each seed, print the setup and table and save JSON and the plot."""
     args = parse_args(argv)
     wall = time.perf_counter()
     engine = Engine(EngineConfig(model=resolve_model(args.model), model_cache_dir=args.model_cache_dir,
@@ -229,8 +227,18 @@ def main(argv: list[str] | None = None) -> dict:
     if engine.tokenizer is None:
         raise SystemExit(f"{args.model} has no tokenizer: this benchmark asks questions in text")
     builder = PromptBuilder(engine.tokenizer, engine.model_fingerprint, engine.config.chunk_tokens)
+    seeds: dict[int, dict] = {}
+    for seed in args.seed_list:  # the results so far are printed and saved after every seed
+        seeds[seed] = run_seed(engine, builder, args, seed)
+        results = report(args, engine, builder, seeds, wall)
+    return results
+
+
+def report(args, engine: Engine, builder: PromptBuilder, seeds: dict[int, dict], wall: float) -> dict:
+    """Print the setup and table of the seeds run so far; save JSON and the plot; return the results."""
+    import json
+
     labels = [label for label, _, _ in args.policy_list]
-    seeds = {seed: run_seed(engine, builder, args, seed) for seed in args.seed_list}
     records = [r for s in seeds.values() for r in s["records"]]
     s = engine.spec
     setup = {
@@ -239,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
         "model_shape": f"{s.model_type}, {s.num_layers} layers, hidden {s.hidden_size}, heads {s.num_heads}/"
                        f"{s.num_kv_heads}, vocab {s.vocab_size}, {args.dtype} on {args.device}",
         "prompt_format": "chat template" if builder.has_chat_template else "completion (no chat template)",
-        "seeds": args.seed_list, "n_per_seed": args.n, "docs": list(args.doc_range),
+        "seeds": list(seeds), "n_per_seed": args.n, "docs": list(args.doc_range),
         "doc_tokens_target": args.doc_tokens,
         "doc_tokens_mean": statistics.mean(x["mean_doc_tokens"] for x in seeds.values()),
         "prompt_tokens": {"mean": statistics.mean(r["prompt_tokens"] for r in records),
@@ -257,14 +265,13 @@ def main(argv: list[str] | None = None) -> dict:
     for key, value in setup.items():
         print(f"  {key}: {value}")
     print(policy_table(summary))
-    print(seed_table(summary, args.seed_list))
+    print(seed_table(summary, list(seeds)))
     results = {"setup": setup, "policies": summary, "prompts": records}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
         print(f"json: {args.out}")
-    families = {label: policy.name + ("" if order == AS_GIVEN else f"@{order}")
-                for label, policy, order in args.policy_list}
+    families = {label: family_of(policy, order) for label, policy, order in args.policy_list}
     if args.plot and plot_accuracy(args.plot, summary, families,
                                    f"{args.model}: {len(records)} prompts, {args.doc_range[0]}-{args.doc_range[1]} "
                                    f"docs x ~{args.doc_tokens} tokens"):

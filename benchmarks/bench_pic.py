@@ -26,6 +26,7 @@ from bench_report import machine_description, markdown_table
 from random_llama import write_random_llama
 
 from engine import Engine, EngineConfig, LinkPolicy, SamplingParams, Segment
+from evals.policy_spec import parse_policy, split_policy_list
 
 ROOT = Path(__file__).resolve().parents[1]
 STORIES = ROOT.parent / "shared" / "models" / "stories260K" / "stories260K.bin"
@@ -64,10 +65,12 @@ def ttft(args) -> None:
     compile_s = time.perf_counter() - start
     print(f"compile: {max_docs} chunks x 512 tokens in {compile_s:.2f} s ({max_docs * 512 / compile_s:.0f} tok/s), "
           "excluded from TTFT")
-    table: dict[str, list[float]] = {p.label(): [] for p in POLICIES}
+    policies = [LinkPolicy("full")] + [parse_policy(label) for label in split_policy_list(args.policies)
+                                        if parse_policy(label) != LinkPolicy("full")] if args.policies else POLICIES
+    table: dict[str, list[float]] = {p.label(): [] for p in policies}
     one = SamplingParams(max_tokens=1, temperature=0.0)
     for n in args.docs:
-        for policy in POLICIES:
+        for policy in policies:
             times = []
             for run in range(args.runs):
                 order = rng.sample(range(max_docs), n)
@@ -80,11 +83,10 @@ def ttft(args) -> None:
     headers = ["policy"] + [f"{n} docs ({n * 512 + 64} tok)" for n in args.docs]
     rows = [[label] + [f"{t * 1000:.0f} ms" for t in ts] for label, ts in table.items()]
     print(markdown_table(headers, rows))
-    full, lego, blend = table["full"], table["legolink-16"], table["cacheblend-15"]
-    print("speedup of legolink-16: " + ", ".join(
-        f"{n} docs: {f / l:.1f}x vs full, {b / l:.1f}x vs cacheblend-15" for n, f, l, b in zip(args.docs, full, lego, blend)))
-    tail = table["naive+tail-15"]
-    print("speedup of naive+tail-15: " + ", ".join(f"{n} docs: {f / t:.1f}x vs full" for n, f, t in zip(args.docs, full, tail)))
+    full = table["full"]
+    for label, ts in table.items():
+        if label != "full":
+            print(f"TTFT full / {label}: " + ", ".join(f"{n} docs {f / t:.1f}x" for n, f, t in zip(args.docs, full, ts)))
     _plot(args.docs, table)
 
 
@@ -157,6 +159,8 @@ def main() -> None:
     t.add_argument("--docs", type=int, nargs="+", default=[2, 4, 8, 16])
     t.add_argument("--runs", type=int, default=3)
     t.add_argument("--model", default="", help="a model the engine loads (default: a random 8-layer Llama)")
+    t.add_argument("--policies", default="", help="comma-separated policy labels (evals.policy_spec), full first "
+                                                  "(default: the nine policies of POLICIES)")
     a = sub.add_parser("accuracy")
     a.add_argument("--prompts", type=int, default=200)
     args = ap.parse_args()

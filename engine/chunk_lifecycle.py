@@ -129,8 +129,9 @@ class ChunkLifecycle:
     # ---- compile --------------------------------------------------------------------------
 
     def _queue_job(self, key: ChunkKey, ids: tuple[int, ...]) -> None:
-        tokens = [*self.bos, *ids]
-        job = CompileJob(key, tokens, len(self.bos), [(0, len(tokens))])
+        bos = [] if list(ids[:1]) == self.bos else self.bos  # a chunk that starts with BOS is compiled with it
+        tokens = [*bos, *ids]
+        job = CompileJob(key, tokens, len(bos), [(0, len(tokens))])
         self.jobs[key] = job
         self.queue.append(job)
 

@@ -28,7 +28,7 @@ from engine.request import Request, RequestStatus
 from engine.sampler import SampleRow, make_generator, sample
 from engine.sampling_params import SamplingParams
 from engine.scheduler import Scheduler
-from engine.segments import LinkPolicy, Segment, prompt_token_ids
+from engine.segments import LinkPolicy, Segment, prompt_token_ids, with_chunk_bos
 from engine.structured import GrammarBook
 from engine.load import EngineLoad
 from kvstore.keys import ChunkKey, chunk_key
@@ -83,7 +83,12 @@ class Engine:
         apart from those of every other scope.
         """
         sampling = sampling or SamplingParams()
+        policy = link_policy or self.config.link_policy
         segments = self._segments(prompt)
+        if policy.chunk_bos:
+            if self.spec.bos_token_id is None:
+                raise ValueError(f"link policy {policy.label()}: this model has no BOS token to put before chunks")
+            segments = with_chunk_bos(segments, self.spec.bos_token_id)
         ids = prompt_token_ids(segments)
         if not ids:
             raise ValueError("the prompt is empty")

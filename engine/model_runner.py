@@ -1,6 +1,9 @@
 """Runs one engine step on the device: write the linked chunks into their pages, forward layer
 by layer (capturing compile jobs' K/V), return the sampled rows' logits.
 
+The ``query`` policy's selection happens before the forward (:mod:`engine.query_select`): its
+dropped candidate rows are never computed.
+
 CacheBlend's selection happens mid-forward: layers 0-1 run for every row; at layer 1 each
 candidate row's fresh K/V is compared with the linked K/V it overwrote (RoPE is a rotation, so
 the distance is the same before or after it); only the top ``ratio`` candidates (plus all other
@@ -18,6 +21,7 @@ from engine.attention import make_attention_backend
 from engine import prompt_logprobs
 from engine.model import ForwardContext, KVCapture, Model
 from engine.chunk_lifecycle import CompileJob, LinkWrite
+from engine.query_select import select_rows
 from engine.rope import apply_rope, inverse_frequencies, rope_cos_sin
 from engine.scheduler import ScheduledWork, SchedulerOutput
 from engine.step_batch import StepBatch, build_step_batch, slot_of
@@ -71,18 +75,25 @@ class ModelRunner:
         works = sched.work
         positions = [[p for s, e in w.runs for p in range(s, e)] for w in works]
         batch = build_step_batch([w.seq for w in works], positions, self.block_size, self.device)
+        querying = [i for i, w in enumerate(works) if w.blend_candidates and w.seq.policy.name == "query"]
+        dropped: dict[str, int] = {}
+        if querying:
+            keep, dropped = select_rows(self.model, self.attention, self.kv_caches, self.inv_freq, batch, works,
+                                        querying)
+            batch, _ = self._subset_batch(batch, keep)
         capture = self._compile_capture(works, batch)
-        blending = [i for i, w in enumerate(works) if w.blend_candidates]
+        blending = [i for i, w in enumerate(works) if w.blend_candidates and w.seq.policy.name == "cacheblend"]
         h = self.model.embed(batch.token_ids)  # [N, hidden]
         ctx = self._context(batch, capture)
-        dropped: dict[str, int] = {}
         for i, layer in enumerate(self.model.layers):
             if blending and i == BLEND_LAYER:
                 before = self._gather_kv(i, batch, works, blending)
             h = layer(h, ctx)
             if blending and i == BLEND_LAYER:
-                keep, dropped = self._select(i, before, batch, works, blending)
-                batch, h = self._subset(batch, keep, h)
+                keep, blend_dropped = self._select(i, before, batch, works, blending)
+                dropped.update(blend_dropped)
+                batch, flat = self._subset_batch(batch, keep)
+                h = h[flat]
                 ctx = self._context(batch, capture, self._capture_rows(works, batch))
         sampled = [w for w in works if w.sample]
         rows = [batch.row_offsets[i + 1] - 1 for i, w in enumerate(works) if w.sample]
@@ -156,10 +167,10 @@ class ModelRunner:
             dropped[works[i].seq.request_id] = len(drop)
         return keep, dropped
 
-    def _subset(self, batch: StepBatch, keep: list[list[int]], h: torch.Tensor) -> tuple[StepBatch, torch.Tensor]:
+    def _subset_batch(self, batch: StepBatch, keep: list[list[int]]) -> tuple[StepBatch, torch.Tensor]:
+        """The batch of the ``keep`` rows, and their indices [M] int64 among ``batch``'s rows."""
         positions = [
             [batch.positions[i][r - batch.row_offsets[i]] for r in rows] for i, rows in enumerate(keep)
         ]
         flat = torch.tensor([r for rows in keep for r in rows], dtype=torch.int64, device=self.device)
-        sub = build_step_batch(batch.seqs, positions, self.block_size, self.device)
-        return sub, h[flat]
+        return build_step_batch(batch.seqs, positions, self.block_size, self.device), flat

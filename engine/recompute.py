@@ -49,9 +49,10 @@ class PromptPlan:
     Attributes:
         runs: positions computed through every layer (sorted, disjoint, merged).
         linked: chunks whose cached KV is written into the pages before any compute.
-        blend_candidates: CacheBlend only: positions inside ``runs`` that are computed at layers
-            0-1 and kept beyond only if their KV deviation is in the top ``ratio``.
-        blend_ratio: CacheBlend's ratio (0 otherwise).
+        blend_candidates: CacheBlend and query only: positions inside ``runs`` of which only the
+            top ``ratio`` are kept (CacheBlend: computed at layers 0-1, kept beyond if their KV
+            deviation is in the top; query: ranked by the question's attention before the forward).
+        blend_ratio: their ratio (0 otherwise).
         exact_len: positions [0, exact_len) end with exactly the KV of a plain prefill, so their
             full blocks may be published as prefix-cache entries.
     """
@@ -121,7 +122,7 @@ def plan_prompt(segments: Sequence[Segment], policy: LinkPolicy, prefix_hit: int
     runs += tail
     if policy.name == "legolink":
         runs += [(c.start, c.start + min(policy.k, c.num_tokens)) for c in spans if c.start > 0]
-    elif policy.name == "cacheblend":
+    elif policy.selects_rows:
         # The last position is never dropped: its hidden state yields the first token.
         candidates = subtract_runs([(c.start, c.end) for c in spans], [(total - 1, total), *tail])
         runs += list(candidates)

@@ -19,8 +19,8 @@ from typing import Literal
 SegmentKind = Literal["prefix", "chunk", "text"]
 SEGMENT_KINDS: tuple[str, ...] = ("prefix", "chunk", "text")
 
-LinkPolicyName = Literal["full", "prefix", "naive", "legolink", "cacheblend"]
-LINK_POLICY_NAMES: tuple[str, ...] = ("full", "prefix", "naive", "legolink", "cacheblend")
+LinkPolicyName = Literal["full", "prefix", "naive", "legolink", "cacheblend", "query"]
+LINK_POLICY_NAMES: tuple[str, ...] = ("full", "prefix", "naive", "legolink", "cacheblend", "query")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +54,12 @@ class Segment:
         return len(self.token_ids)
 
 
+def with_chunk_bos(segments: Sequence[Segment], bos_token_id: int) -> list[Segment]:
+    """``segments`` with ``bos_token_id`` at the head of every chunk that does not start with it."""
+    return [Segment.chunk((bos_token_id, *s.token_ids)) if s.kind == "chunk" and s.token_ids[0] != bos_token_id
+            else s for s in segments]
+
+
 def prompt_token_ids(segments: Sequence[Segment]) -> list[int]:
     """The flat prompt the model sees: all segments' tokens in order."""
     return [t for seg in segments for t in seg.token_ids]
@@ -64,10 +70,15 @@ class LinkPolicy:
     """How a request's cached chunks are linked (the recompute sets: :mod:`engine.recompute`).
 
     Args:
-        name: ``full``, ``prefix``, ``naive``, ``legolink`` or ``cacheblend``.
+        name: ``full``, ``prefix``, ``naive``, ``legolink``, ``cacheblend`` or ``query``.
         k: LegoLink: leading tokens of each chunk recomputed (ignored by other policies).
-        ratio: CacheBlend: fraction of chunk tokens recomputed (ignored by other policies).
-        tail: naive, LegoLink, CacheBlend: fraction of the chunk tokens, counted back from the
+        ratio: CacheBlend, query: fraction of chunk tokens recomputed (ignored by other policies).
+            CacheBlend picks tokens by KV deviation, ``query`` whole chunks by the question's
+            attention over the linked prompt (:mod:`engine.query_select`).
+        chunk_bos: EPIC's LegoLink variant: the model's BOS is put at the head of every chunk
+            segment (it changes the prompt, under any policy), compiled and linked with the
+            chunk, so LegoLink's first k recomputed tokens are that BOS and the next k-1.
+        tail: naive, LegoLink, CacheBlend, query: fraction of the chunk tokens, counted back from the
             last chunk (the documents closest to the question), recomputed through every
             layer, so they attend to every document before them (0: none, 1: all).
     """
@@ -76,6 +87,7 @@ class LinkPolicy:
     k: int = 16
     ratio: float = 0.15
     tail: float = 0.0
+    chunk_bos: bool = False
 
     def __post_init__(self) -> None:
         if self.name not in LINK_POLICY_NAMES:
@@ -84,6 +96,8 @@ class LinkPolicy:
             )
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 0:
             raise ValueError(f"link policy k must be an integer >= 0, got {self.k!r}")
+        if not isinstance(self.chunk_bos, bool):
+            raise ValueError(f"link policy chunk_bos must be true or false, got {self.chunk_bos!r}")
         for name in ("ratio", "tail"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
@@ -91,7 +105,12 @@ class LinkPolicy:
 
     @property
     def reuses_chunks(self) -> bool:
-        return self.name in ("naive", "legolink", "cacheblend")
+        return self.name in ("naive", "legolink", "cacheblend", "query")
+
+    @property
+    def selects_rows(self) -> bool:
+        """Recomputes a ``ratio`` of its chunk tokens, chosen on the device as the step runs."""
+        return self.name in ("cacheblend", "query")
 
     @property
     def reuses_prefix(self) -> bool:
@@ -109,6 +128,12 @@ class LinkPolicy:
             base = f"legolink-{self.k}"
         elif self.name == "cacheblend":
             base = f"cacheblend-{round(self.ratio * 100)}"
+        elif self.name == "query":
+            base = f"query-{round(self.ratio * 100)}"
         else:
             base = self.name
-        return f"{base}+tail-{round(self.tail * 100)}" if self.tail and self.reuses_chunks else base
+        if self.chunk_bos:
+            base += "+bos"
+        if self.tail and self.reuses_chunks:
+            base += f"+tail-{round(self.tail * 100)}"
+        return base

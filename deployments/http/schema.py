@@ -52,13 +52,14 @@ class DocumentRef(Body):
 
 
 class LinkPolicySpec(Body):
-    name: Literal["full", "prefix", "naive", "legolink", "cacheblend"]
+    name: Literal["full", "prefix", "naive", "legolink", "cacheblend", "query"]
     k: int = Field(default=16, ge=0)
     ratio: float = Field(default=0.15, ge=0.0, le=1.0)
     tail: float = Field(default=0.0, ge=0.0, le=1.0)
+    chunk_bos: bool = False
 
     def to_policy(self) -> LinkPolicy:
-        return LinkPolicy(self.name, self.k, self.ratio, self.tail)
+        return LinkPolicy(self.name, self.k, self.ratio, self.tail, self.chunk_bos)
 
 
 assert LinkPolicySpec.model_fields["name"].annotation.__args__ == LINK_POLICY_NAMES  # one list of names
