@@ -29,6 +29,11 @@ class ChunkPool:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def num_pins(self) -> int:
+        """Pins held, over all chunks (0 once no request waits to link a resident chunk)."""
+        return sum(self._pins.values())
+
     def keys(self) -> list[ChunkKey]:
         """Resident keys, most recently used last."""
         return list(self._entries)

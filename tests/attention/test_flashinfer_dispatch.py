@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import sys
 
-import cpu_flashinfer
 import pytest
 import torch
-from paged_batches import make_batch
 
 from engine.attention import flashinfer as backend_module
 from engine.attention.flashinfer import FlashInferAttentionBackend
 from engine.attention.flashinfer_plan import graph_batch_sizes
 from engine.attention.torch_backend import TorchAttentionBackend
+
+from tests.support import cpu_flashinfer
+from tests.support.paged_batches import make_batch
 
 HEADS, KV_HEADS, HEAD_DIM, SCALE = 8, 2, 16, 0.25
 BF16 = torch.bfloat16

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from paged_batches import attend_slots, make_batch, paged_visible_slots, visible_slots
 
 from engine.attention.base import SegmentLayout, build_metadata
 from engine.attention.flashinfer_plan import (
@@ -24,6 +23,8 @@ from engine.attention.flashinfer_plan import (
     use_tensor_cores,
 )
 from engine.attention.torch_backend import TorchAttentionBackend
+
+from tests.support.paged_batches import attend_slots, make_batch, paged_visible_slots, visible_slots
 
 CPU = torch.device("cpu")
 

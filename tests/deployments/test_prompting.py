@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from tiny_model import build_tokenizer, document
 
 from deployments.prompting import (DEFAULT_DOCUMENTS_SYSTEM_PROMPT, DocumentWrapper, PromptBuilder,
                                   learn_document_wrapper)
 from engine.segments import prompt_token_ids
 from kvstore.keys import chunk_key
+
+from tests.support.tiny_chat_model import build_tokenizer, document
 
 FP = "f" * 32
 QUESTION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Which harbor?"}]
@@ -124,7 +125,7 @@ def test_chat_errors(tokenizer):
 
 
 def test_chat_template_kwargs_reach_the_template(tokenizer):
-    from tiny_model import CHAT_TEMPLATE
+    from tests.support.tiny_chat_model import CHAT_TEMPLATE
 
     template = CHAT_TEMPLATE.replace("You answer from the documents.", "{{ greeting or 'You answer from the documents.' }}")
     b = PromptBuilder(with_template(template), FP, 64)

@@ -6,10 +6,11 @@ import threading
 import time
 
 import pytest
-from kvstore_helpers import key, make_kv
 
 from kvstore.single_flight import SingleFlight
 from kvstore.write_behind import WriteBehind
+
+from tests.support.store import key, make_kv
 
 
 def _wait_until(cond, timeout_s: float = 10.0) -> None:
