@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from deployments.prompting import (DEFAULT_DOCUMENTS_SYSTEM_PROMPT, DocumentWrapper, PromptBuilder,
-                                  learn_document_wrapper)
+from deployments.prompting import DEFAULT_DOCUMENTS_SYSTEM_PROMPT, DocumentWrapper, PromptBuilder
 from engine.segments import prompt_token_ids
 from kvstore.keys import chunk_key
 
@@ -110,7 +109,7 @@ def test_template_that_ignores_documents_gets_them_before_the_last_question(toke
 def test_numbered_documents_are_not_position_independent(tokenizer):
     template = ("{{ bos_token }}{% for d in documents or [] %}Doc {{ loop.index }}: {{ d['text'] }}\n{% endfor %}"
                 "{% for m in messages %}{{ m['content'] }}{% endfor %}")
-    assert learn_document_wrapper(PromptBuilder(with_template(template), FP, 64)._render) is None
+    assert PromptBuilder(with_template(template), FP, 64).template_wrapper is None
 
 
 def test_chat_errors(tokenizer):
