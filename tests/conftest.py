@@ -83,9 +83,9 @@ def serve_url(ray_session) -> str:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
-    while True:  # the proxy answers its health route once it listens
+    while True:  # the proxy answers its health route once it listens (503 until an app is routed)
         try:
-            if httpx.get(url + "/-/healthz", timeout=5).status_code == 200:
+            if httpx.get(url + "/-/healthz", timeout=5).status_code in (200, 503):
                 return url
         except httpx.TransportError:
             pass

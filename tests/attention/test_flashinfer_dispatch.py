@@ -16,7 +16,7 @@ from engine.attention.flashinfer_plan import graph_batch_sizes
 from engine.attention.torch_backend import TorchAttentionBackend
 
 from tests.support import cpu_flashinfer
-from tests.support.paged_batches import make_batch
+from tests.support.paged_batches import MIXED_BATCHES, make_batch
 
 HEADS, KV_HEADS, HEAD_DIM, SCALE = 8, 2, 16, 0.25
 BF16 = torch.bfloat16
@@ -48,12 +48,7 @@ def batch_of(kinds, lengths, seed=0):
                       seed=seed, dtype=BF16)
 
 
-CASES = {
-    "interleaved": (["decode", "prefill", "compile", "recompute", "decode"], [37, 21, 16, 45, 1]),
-    "decodes_first": (["decode", "decode", "recompute", "prefill"], [30, 8, 40, 19]),
-    "decode_only": (["decode"] * 5, [5, 16, 33, 2, 64]),
-    "no_decode": (["compile", "recompute", "prefill"], [16, 52, 9]),
-}
+CASES = MIXED_BATCHES
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -66,7 +61,7 @@ def test_matches_torch_backend(backend, case):
 
 
 def test_one_plan_serves_every_layer(backend):
-    batch = batch_of(*CASES["interleaved"])
+    batch = batch_of(*CASES["mixed"])
     backend.plan(batch.meta)
     for layer in range(3):
         batch.kv_cache = torch.randn(batch.kv_cache.shape, generator=torch.Generator().manual_seed(layer)).to(BF16)
@@ -106,7 +101,7 @@ def test_graph_mode_falls_back_to_eager_when_a_step_does_not_fit(backend):
 
 
 def test_rejects_inputs_it_was_not_planned_for(backend):
-    batch = batch_of(*CASES["interleaved"])
+    batch = batch_of(*CASES["mixed"])
     with pytest.raises(AssertionError, match="plan"):
         backend.forward(batch.q, batch.kv_cache)
     backend.plan(batch.meta)

@@ -24,7 +24,7 @@ from engine.attention.flashinfer_plan import (
 )
 from engine.attention.torch_backend import TorchAttentionBackend
 
-from tests.support.paged_batches import attend_slots, make_batch, paged_visible_slots, visible_slots
+from tests.support.paged_batches import MIXED_BATCHES, attend_slots, make_batch, paged_visible_slots, visible_slots
 
 CPU = torch.device("cpu")
 
@@ -52,12 +52,7 @@ def step_visible_slots(step: StepPlan) -> list[list[int]]:
     return rows
 
 
-CASES = {
-    "mixed": (["decode", "prefill", "compile", "recompute", "decode"], [37, 21, 16, 45, 1]),
-    "decodes_first": (["decode", "decode", "recompute", "prefill"], [30, 8, 40, 19]),
-    "decode_only": (["decode"] * 5, [5, 16, 33, 2, 64]),
-    "prefill_only": (["compile", "recompute", "prefill"], [16, 52, 9]),
-}
+CASES = MIXED_BATCHES
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
