@@ -121,7 +121,7 @@ def killed(ray_session, setup, corpus):
     finally:
         proc.kill()  # SIGKILL: no cleanup of any kind
         proc.wait()
-    _wait_until_workers_gone(ray_session.get_runtime_context().get_job_id())
+    _wait_until_workers_gone(ray_session.get_runtime_context())
     return _stable_count(reg), stored_chunks(store)
 
 
@@ -213,16 +213,18 @@ def test_cli_reports_a_bad_invocation(tmp_path, capsys):
         WarmupOptions(corpus="x", batch_docs=0)
 
 
-def _wait_until_workers_gone(session_job_id: str, timeout_s: float = 60) -> None:
+def _wait_until_workers_gone(session, timeout_s: float = 60) -> None:
     """Ray ends a dead driver's actors asynchronously, and an actor already recorded DEAD may
     still be finishing a task in its process: wait until every warm-up worker of another job than
-    this session's is DEAD and its process has exited."""
+    this session's (``session``: its runtime context) is DEAD and its process has exited."""
     from ray.util.state import list_actors
 
     deadline = time.monotonic() + timeout_s
     while True:
-        workers = [a for a in list_actors(filters=[("class_name", "=", "CompileWorker")], detail=True, limit=1000)
-                   if a.job_id != session_job_id]
+        # The session's own address: other Ray instances may run on this machine.
+        actors = list_actors(address=session.gcs_address, filters=[("class_name", "=", "CompileWorker")],
+                             detail=True, limit=1000)
+        workers = [a for a in actors if a.job_id != session.get_job_id()]
         if workers and all(a.state == "DEAD" and not alive(a.pid) for a in workers):
             return
         assert time.monotonic() < deadline, f"the killed job's workers are still alive: {workers}"
