@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench_report import markdown_table, pyplot_or_none
+from benchmarks.bench_report import markdown_table, pyplot_or_none
 
 from engine.segments import LinkPolicy
 

@@ -34,10 +34,11 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a script: the repository root, for ``benchmarks.*``
+    sys.path.insert(0, str(ROOT))
 
-from accuracy_report import family_of, plot_accuracy, policy_table, seed_table  # noqa: E402
-from bench_report import machine_description  # noqa: E402
+from benchmarks.accuracy_report import family_of, plot_accuracy, policy_table, seed_table  # noqa: E402
+from benchmarks.bench_report import machine_description  # noqa: E402
 
 from deployments.prompting import PromptBuilder  # noqa: E402
 from engine import Engine, EngineConfig, LinkPolicy, SamplingParams, Segment  # noqa: E402

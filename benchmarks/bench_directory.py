@@ -21,22 +21,19 @@ import platform
 import random
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+import ray
 import torch
 
+from kvstore.config import StoreConfig
+from kvstore.keys import chunk_key
+from kvstore.object_store import ObjectStoreTier, open_directories
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import ray  # noqa: E402
-
-from kvstore.config import StoreConfig  # noqa: E402
-from kvstore.keys import chunk_key  # noqa: E402
-from kvstore.object_store import ObjectStoreTier, open_directories  # noqa: E402
 
 MiB = 1024 * 1024
 FP = "bench-model"

@@ -36,11 +36,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if not __package__:  # run as a script: the repository root, for ``benchmarks.*``
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_gpu_pic_report import section  # noqa: E402
-from bench_report import machine_description, update_results  # noqa: E402
-from random_llama import (  # noqa: E402
+from benchmarks.bench_gpu_pic_report import section  # noqa: E402
+from benchmarks.bench_report import machine_description, update_results  # noqa: E402
+from benchmarks.random_llama import (  # noqa: E402
     LLAMA_3_1_8B,
     TINY_LLAMA,
     kv_bytes_per_token,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench_report import markdown_table, save_line_plot
+from benchmarks.bench_report import markdown_table, save_line_plot
 
 GiB = 2**30
 

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+if not __package__:  # run as a script: the repository root (tests.support) is importable
+    sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
@@ -159,9 +160,8 @@ def main() -> None:
     import ray
     from ray import serve
 
-    sys.path.insert(0, str(ROOT / "tests" / "deployments"))
-    from serving_helpers import app_config_dict, free_port, replica_actors, replica_load, replica_rss_bytes
-    from tiny_model import build_tiny_model
+    from tests.support.serving import app_config_dict, free_port, replica_actors, replica_load, replica_rss_bytes
+    from tests.support.tiny_chat_model import build_tiny_model
 
     from deployments.app import build
     from deployments.config import AppConfig

@@ -25,11 +25,10 @@ import httpx
 import torch
 from bench_report import machine_description, markdown_table
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from evals.rag_workload import RagExample, WorkloadSpec, generate
+from evals.scoring import answer_correct
 
-from evals.rag_workload import RagExample, WorkloadSpec, generate  # noqa: E402
-from evals.scoring import answer_correct  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:

@@ -33,18 +33,16 @@ import platform
 import random
 import socket
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
+from deployments.app import build
+from deployments.config import AppConfig, load_config
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import httpx  # noqa: E402
-
-from deployments.app import build  # noqa: E402
-from deployments.config import AppConfig, load_config  # noqa: E402
 
 POLICIES = {
     "full": {"name": "full"},

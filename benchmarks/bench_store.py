@@ -28,16 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from bench_report import machine_description, markdown_table
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from kvstore import codec  # noqa: E402
-from kvstore.config import StoreConfig  # noqa: E402
-from kvstore.directory import DirBlobs  # noqa: E402
-from kvstore.keys import chunk_key  # noqa: E402
-from kvstore.persistent import BlobTier  # noqa: E402
-from kvstore.tensors import payload_view  # noqa: E402
+from kvstore import codec
+from kvstore.config import StoreConfig
+from kvstore.directory import DirBlobs
+from kvstore.keys import chunk_key
+from kvstore.persistent import BlobTier
+from kvstore.tensors import payload_view
 
 MiB = 1024 * 1024
 FP = "bench-model"

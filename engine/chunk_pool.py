@@ -29,14 +29,15 @@ class ChunkPool:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def num_pins(self) -> int:
+        """Pins held, over all chunks (a chunk pinned twice counts twice; 0 once no request
+        waits to link a resident chunk)."""
+        return sum(self._pins.values())
+
     def keys(self) -> list[ChunkKey]:
         """Resident keys, most recently used last."""
         return list(self._entries)
-
-    @property
-    def num_pinned(self) -> int:
-        """Pins held, over every chunk (a chunk pinned twice counts twice)."""
-        return sum(self._pins.values())
 
     def get(self, key: ChunkKey) -> torch.Tensor | None:
         kv = self._entries.get(key)

@@ -361,5 +361,5 @@ class Engine:
             running_tokens=sum(r.num_tokens for r in s.running),
             free_blocks=self.block_pool.num_free,
             total_blocks=self.block_pool.num_blocks,
-            pinned_chunks=self.chunk_pool.num_pinned,
+            pinned_chunks=self.chunk_pool.num_pins,
         )

@@ -42,6 +42,12 @@ class WriteBehind:
         with self._cond:
             return len(self._pending) + (self._inflight is not None)
 
+    @property
+    def queued(self) -> int:
+        """Writes waiting for the thread: ``pending`` less the one in flight."""
+        with self._cond:
+            return len(self._pending)
+
     def submit(self, key: ChunkKey, kv: torch.Tensor, only_if_absent: bool = False) -> bool:
         """Queue a write; False (and counted) when the queue is full or closed.
 

@@ -1,13 +1,19 @@
-"""Shared test fixtures: one local Ray for the session, a real S3 protocol server, the tiny
-pretrained Llama from ../shared when present. Everything listens on 127.0.0.1 only."""
+"""Shared test fixtures: one local Ray for the session, Serve on it, a real S3 protocol server,
+the tiny chat model, the tiny pretrained Llama from ../shared when present. Everything listens
+on 127.0.0.1 only."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
+
+from tests.support.s3 import S3Server
+from tests.support.serving import free_port
+from tests.support.tiny_chat_model import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MODELS = ROOT.parent / "shared" / "models"
@@ -49,7 +55,10 @@ def ray_session():
             address="local",  # always a fresh instance of our own, never someone else's cluster
             num_cpus=RAY_NUM_CPUS,
             object_store_memory=RAY_OBJECT_STORE_BYTES,
-            include_dashboard=False,
+            # The dashboard serves Ray's public state API (ray.util.state), which tests read.
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            dashboard_port=free_port(),
             namespace="epic-tests",
             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
             log_to_driver=False,
@@ -63,32 +72,25 @@ def ray_session():
         ray.shutdown()
 
 
-class S3Server:
-    """A real S3 protocol server (moto's server mode) on 127.0.0.1; stop/start keep its data."""
+@pytest.fixture(scope="session")
+def serve_url(ray_session) -> str:
+    """Serve on the session's Ray, its HTTP proxy on 127.0.0.1 at a free port. Every test that runs
+    a Serve application asks for this fixture, so Serve is started here and listens on this port."""
+    import httpx
+    from ray import serve
 
-    def __init__(self) -> None:
-        from moto.server import ThreadedMotoServer
-
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.port = port
-        self.endpoint_url = f"http://{host}:{port}"
-
-    def client(self):
-        import boto3
-
-        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1")
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def restart(self) -> None:
-        """Start again on the same port (moto's in-memory backend keeps the buckets)."""
-        from moto.server import ThreadedMotoServer
-
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port)
-        self._server.start()
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:  # the proxy answers its health route once it listens (503 until an app is routed)
+        try:
+            if httpx.get(url + "/-/healthz", timeout=5).status_code in (200, 503):
+                return url
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"Serve's proxy does not answer on {url}"
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")
@@ -113,3 +115,9 @@ def stories260k_bin() -> Path:
     if not path.exists():
         pytest.skip("../shared/models/stories260K is not present")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The tiny random-weight chat Llama (real tokenizer and chat template) of the serving tests."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-chat-llama"))

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import sys
 
-import cpu_flashinfer
 import pytest
 import torch
-from paged_batches import make_batch
 
 from engine.attention import flashinfer as backend_module
 from engine.attention.flashinfer import FlashInferAttentionBackend
 from engine.attention.torch_backend import TorchAttentionBackend
+
+from tests.support import cpu_flashinfer
+from tests.support.paged_batches import MIXED_BATCHES, make_batch
 
 HEADS, KV_HEADS, HEAD_DIM, SCALE = 8, 2, 16, 0.25
 BF16 = torch.bfloat16
@@ -46,12 +47,7 @@ def batch_of(kinds, lengths, seed=0):
                       seed=seed, dtype=BF16)
 
 
-CASES = {
-    "interleaved": (["decode", "prefill", "compile", "recompute", "decode"], [37, 21, 16, 45, 1]),
-    "decodes_first": (["decode", "decode", "recompute", "prefill"], [30, 8, 40, 19]),
-    "decode_only": (["decode"] * 5, [5, 16, 33, 2, 64]),
-    "no_decode": (["compile", "recompute", "prefill"], [16, 52, 9]),
-}
+CASES = MIXED_BATCHES
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -63,7 +59,7 @@ def test_matches_torch_backend(backend, case):
 
 
 def test_one_plan_serves_every_layer(backend):
-    batch = batch_of(*CASES["interleaved"])
+    batch = batch_of(*CASES["mixed"])
     backend.plan(batch.meta)
     for layer in range(3):
         batch.kv_cache = torch.randn(batch.kv_cache.shape, generator=torch.Generator().manual_seed(layer)).to(BF16)
@@ -71,7 +67,7 @@ def test_one_plan_serves_every_layer(backend):
 
 
 def test_rejects_inputs_it_was_not_planned_for(backend):
-    batch = batch_of(*CASES["interleaved"])
+    batch = batch_of(*CASES["mixed"])
     with pytest.raises(AssertionError, match="plan"):
         backend.forward(batch.q, batch.kv_cache)
     backend.plan(batch.meta)

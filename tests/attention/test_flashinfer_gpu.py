@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from paged_batches import make_batch
 
 from engine.attention.torch_backend import TorchAttentionBackend
+
+from tests.support.paged_batches import make_batch
+from tests.support.tiny_hf_models import randomize_
 
 pytestmark = pytest.mark.gpu
 
@@ -103,16 +105,7 @@ def gpu_model_dir(tmp_path_factory):
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            if name.endswith("norm.weight"):
-                p.copy_(1.0 + 0.2 * noise)
-            elif "embed_tokens" in name or "lm_head" in name:
-                p.copy_(0.5 * noise)
-            else:
-                p.copy_(2.0 * noise / p.shape[-1] ** 0.5)
+    randomize_(model, 0)
     path = tmp_path_factory.mktemp("gpu-llama")
     model.save_pretrained(path)
     return path

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from paged_batches import attend_slots, make_batch, paged_visible_slots, visible_slots
 
 from engine.attention.base import SegmentLayout, build_metadata
 from engine.attention.flashinfer_plan import (
@@ -20,6 +19,8 @@ from engine.attention.flashinfer_plan import (
     use_tensor_cores,
 )
 from engine.attention.torch_backend import TorchAttentionBackend
+
+from tests.support.paged_batches import MIXED_BATCHES, attend_slots, make_batch, paged_visible_slots, visible_slots
 
 CPU = torch.device("cpu")
 
@@ -47,12 +48,7 @@ def step_visible_slots(step: StepPlan) -> list[list[int]]:
     return rows
 
 
-CASES = {
-    "mixed": (["decode", "prefill", "compile", "recompute", "decode"], [37, 21, 16, 45, 1]),
-    "decodes_first": (["decode", "decode", "recompute", "prefill"], [30, 8, 40, 19]),
-    "decode_only": (["decode"] * 5, [5, 16, 33, 2, 64]),
-    "prefill_only": (["compile", "recompute", "prefill"], [16, 52, 9]),
-}
+CASES = MIXED_BATCHES
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

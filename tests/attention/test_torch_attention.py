@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from paged_batches import attend_slots, make_batch, visible_slots
 
 from engine.attention.torch_backend import TorchAttentionBackend
+
+from tests.support.paged_batches import attend_slots, make_batch, visible_slots
 
 CASES = {
     # kinds, lengths (odd page fills, exact page fills, a one-token sequence)

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-from accuracy_report import family_of  # noqa: E402
-
-from engine.segments import LinkPolicy  # noqa: E402
+from benchmarks.accuracy_report import family_of
+from engine.segments import LinkPolicy
 
 
 def test_family_keeps_every_field_but_the_budget():

@@ -5,14 +5,10 @@ inside every policy's batch; no policy sees another's prompts in the prefix cach
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-import bench_accuracy  # noqa: E402
+from benchmarks import bench_accuracy
 
 LABELS = ["full", "prefix", "naive", "legolink:k=2", "cacheblend:ratio=0.5", "naive:tail=1.0", "full@lexical"]
 

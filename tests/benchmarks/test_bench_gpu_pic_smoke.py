@@ -3,15 +3,11 @@ it measured: tables into its RESULTS section, plots, and cache counts showing re
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-import bench_gpu_pic  # noqa: E402
+from benchmarks import bench_gpu_pic
 
 
 def test_smoke_run_writes_measured_sections(tmp_path):

@@ -1,14 +1,13 @@
-"""Serving-layer fixtures: a tiny model with a chat template, one shared Serve application
-with two CPU engine replicas on the session's Ray, and a reference engine in this process."""
+"""Serving-layer fixtures: one shared Serve application with two CPU engine replicas (the tiny
+chat model) on the session's Ray, an HTTP client of it, and a reference engine in this process."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import httpx
 import pytest
 from hypothesis import HealthCheck, settings
-from serving_helpers import APP_NAME, CHUNK_TOKENS, ROUTE_PREFIX, app_config_dict, free_port
-from tiny_model import build_tiny_model
+
+from tests.support.serving import APP_NAME, CHUNK_TOKENS, ROUTE_PREFIX, app_config_dict
 
 # The API fuzzing (test_fuzz_api.py): a seeded, bounded run by default; thousands of bodies with
 # --hypothesis-profile=fuzz-long.
@@ -17,23 +16,6 @@ _FUZZ = dict(deadline=None, derandomize=True, database=None,
 settings.register_profile("default", max_examples=300, **_FUZZ)
 settings.register_profile("fuzz-long", max_examples=5000, **_FUZZ)
 settings.load_profile("default")
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-chat-llama"))
-
-
-@pytest.fixture(scope="session")
-def serve_url(ray_session) -> str:
-    """Serve's HTTP proxy on 127.0.0.1 (a free port, unless Serve already runs in this Ray)."""
-    from ray import serve
-    from ray.serve.context import _get_global_client
-
-    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
-    http = _get_global_client().http_config
-    assert http.host == "127.0.0.1", f"Serve's proxy listens on {http.host}, not 127.0.0.1"
-    return f"http://127.0.0.1:{http.port}"
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +37,13 @@ def base_url(serve_url, app_config) -> str:
     serve.delete(APP_NAME)
 
 
+@pytest.fixture(scope="module")
+def http(base_url):
+    """An HTTP client of the shared application."""
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        yield client
+
+
 @pytest.fixture(scope="session")
 def reference_engine(tiny_model_dir, app_config):
     """The same model and engine settings, driven directly in this process."""
@@ -70,12 +59,11 @@ def builder(tiny_model_dir, reference_engine):
     return PromptBuilder(reference_engine.tokenizer, reference_engine.model_fingerprint, CHUNK_TOKENS)
 
 
-
 @pytest.fixture(scope="session")
 def make_serve():
     """`make serve` (the embedded default) on a free port, shared by the session's tests; stopped
     at the end, asserting a clean exit and no process left behind."""
-    from make_serve import MakeServe
+    from tests.support.make_serve import MakeServe
 
     served = MakeServe().start()
     yield served

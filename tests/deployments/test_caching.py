@@ -3,18 +3,12 @@ any order, behind any prefix, from either endpoint."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
-from serving_helpers import SERVED_MODEL
-from tiny_model import document
+
+from tests.support.serving import SERVED_MODEL
+from tests.support.tiny_chat_model import document
 
 CHAT = "/v1/chat/completions"
-
-
-@pytest.fixture(scope="module")
-def http(base_url):
-    with httpx.Client(base_url=base_url, timeout=60) as client:
-        yield client
 
 
 def ask(http, system: str, docs: list[str], question: str, **fields):

@@ -16,10 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from serving_helpers import app_config_dict, free_port
 
 from deployments.cli import parse_link_policy, serve_config
 from engine.segments import LinkPolicy
+
+from tests.support.serving import app_config_dict, free_port
 
 STARTUP_TIMEOUT_S = 240
 

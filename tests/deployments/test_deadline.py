@@ -9,7 +9,7 @@ import time
 
 import httpx
 import pytest
-from serving_helpers import SERVED_MODEL, app_config_dict, replica_actors, replica_load
+from tests.support.serving import SERVED_MODEL, app_config_dict, replica_actors, replica_load
 
 APP = "epic-deadline"
 PREFIX = "/epic-deadline"

@@ -6,16 +6,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving_helpers import SERVED_MODEL
-from tiny_model import document
 
 from kvstore.keys import chunk_object_name
 
-
-@pytest.fixture(scope="module")
-def http(base_url):
-    with httpx.Client(base_url=base_url, timeout=60) as client:
-        yield client
+from tests.support.serving import SERVED_MODEL
+from tests.support.tiny_chat_model import document
 
 
 def store_dir(app_config) -> Path:

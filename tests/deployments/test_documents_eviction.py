@@ -4,8 +4,8 @@ the answer is the one the document gives when its chunks are cached."""
 
 from __future__ import annotations
 
-from serving_helpers import CHUNK_TOKENS, engine_section
-from tiny_model import document
+from tests.support.serving import CHUNK_TOKENS, engine_section
+from tests.support.tiny_chat_model import document
 
 from deployments.http.schema import DocumentRef
 from deployments.prompting import PromptBuilder

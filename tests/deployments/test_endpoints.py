@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import importlib.metadata
 
-import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from serving_helpers import SERVED_MODEL
+
+from tests.support.serving import SERVED_MODEL
 
 LABEL = {"model_name": SERVED_MODEL}
-
-
-@pytest.fixture(scope="module")
-def http(base_url):
-    with httpx.Client(base_url=base_url, timeout=60) as client:
-        yield client
 
 
 def test_tokenize_and_detokenize(http, reference_engine, builder):

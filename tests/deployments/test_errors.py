@@ -8,7 +8,8 @@ import time
 
 import httpx
 import pytest
-from serving_helpers import SERVED_MODEL, replica_stats
+
+from tests.support.serving import SERVED_MODEL, replica_stats
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
@@ -71,12 +72,6 @@ CASES = [
     (COMPLETIONS, completion(min_tokens=9), 400, None, "min_tokens (9) must be at most max_tokens (4)"),
     (COMPLETIONS, completion(prompt="x" * 300_000), 413, None, "limit is"),
 ]
-
-
-@pytest.fixture(scope="module")
-def http(base_url):
-    with httpx.Client(base_url=base_url, timeout=60) as client:
-        yield client
 
 
 @pytest.mark.parametrize("path,body,status,param,says", CASES,

@@ -6,19 +6,11 @@ thousands of bodies (profiles: tests/deployments/conftest.py)."""
 
 from __future__ import annotations
 
-import httpx
-import pytest
-from api_fuzz import any_body, check_answer
+from tests.support.api_fuzz import any_body, check_answer
 from hypothesis import given
-from serving_helpers import SERVED_MODEL
+from tests.support.serving import SERVED_MODEL
 
 TRIED: list[int] = []
-
-
-@pytest.fixture(scope="module")
-def http(base_url):
-    with httpx.Client(base_url=base_url, timeout=120) as client:
-        yield client
 
 
 @given(case=any_body())

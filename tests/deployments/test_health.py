@@ -9,9 +9,10 @@ import time
 import httpx
 import pytest
 import ray
-from serving_helpers import app_config_dict
 
 from deployments.replica import EngineReplica
+
+from tests.support.serving import app_config_dict
 
 APP = "epic-health"
 PREFIX = "/epic-health"

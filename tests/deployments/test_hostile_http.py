@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from serving_helpers import app_config_dict, replica_actors, replica_load
+from tests.support.serving import app_config_dict, replica_actors, replica_load
 
 APP, PREFIX, MODEL = "epic-hostile", "/epic-hostile", "epic-hostile"
 BODY_TIMEOUT_S = 1.0

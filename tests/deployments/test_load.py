@@ -8,7 +8,7 @@ import asyncio
 import time
 
 import pytest
-from serving_helpers import SERVED_MODEL, app_config_dict, replica_actors, replica_load, replica_rss_bytes
+from tests.support.serving import SERVED_MODEL, app_config_dict, replica_actors, replica_load, replica_rss_bytes
 
 from benchmarks.bench_load import burst, check, expected_texts, summary
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from serving_helpers import SERVED_MODEL
-from tiny_model import document
 
 from engine import LinkPolicy, SamplingParams
+
+from tests.support.serving import SERVED_MODEL
+from tests.support.tiny_chat_model import document
 
 DOCS = [document(100 + i) for i in range(3)]
 

@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 import torch
-from serving_helpers import SERVED_MODEL
+from tests.support.serving import SERVED_MODEL
 
 from engine import SamplingParams
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from tiny_model import build_tokenizer, document
 
-from deployments.prompting import (DEFAULT_DOCUMENTS_SYSTEM_PROMPT, DocumentWrapper, PromptBuilder,
-                                  learn_document_wrapper)
+from deployments.prompting import DEFAULT_DOCUMENTS_SYSTEM_PROMPT, DocumentWrapper, PromptBuilder
 from engine.segments import prompt_token_ids
 from kvstore.keys import chunk_key
+
+from tests.support.tiny_chat_model import build_tokenizer, document
 
 FP = "f" * 32
 QUESTION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Which harbor?"}]
@@ -112,7 +112,7 @@ def test_template_that_ignores_documents_gets_them_before_the_last_question(toke
 def test_numbered_documents_are_not_position_independent(tokenizer):
     template = ("{{ bos_token }}{% for d in documents or [] %}Doc {{ loop.index }}: {{ d['text'] }}\n{% endfor %}"
                 "{% for m in messages %}{{ m['content'] }}{% endfor %}")
-    assert learn_document_wrapper(PromptBuilder(with_template(template), FP, 64)._render) is None
+    assert PromptBuilder(with_template(template), FP, 64).template_wrapper is None
 
 
 def test_chat_errors(tokenizer):
@@ -127,7 +127,7 @@ def test_chat_errors(tokenizer):
 
 
 def test_chat_template_kwargs_reach_the_template(tokenizer):
-    from tiny_model import CHAT_TEMPLATE
+    from tests.support.tiny_chat_model import CHAT_TEMPLATE
 
     template = CHAT_TEMPLATE.replace("You answer from the documents.", "{{ greeting or 'You answer from the documents.' }}")
     b = PromptBuilder(with_template(template), FP, 64)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import ray
-from serving_helpers import SERVED_MODEL, app_config_dict, replica_actors, replica_pid
-from tiny_model import document
+from tests.support.serving import SERVED_MODEL, app_config_dict, replica_actors, replica_pid
+from tests.support.tiny_chat_model import document
 
 APP = "epic-faults"
 PREFIX = "/epic-faults"

@@ -9,10 +9,11 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from serving_helpers import SERVED_MODEL, app_config_dict, replica_stats
-from tiny_model import document
 
 from router.stats import short_key
+
+from tests.support.serving import SERVED_MODEL, app_config_dict, replica_stats
+from tests.support.tiny_chat_model import document
 
 CHAT = "/v1/chat/completions"
 

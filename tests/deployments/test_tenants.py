@@ -8,8 +8,8 @@ import json
 
 import httpx
 import pytest
-from serving_helpers import app_config_dict
-from tiny_model import document
+from tests.support.serving import app_config_dict
+from tests.support.tiny_chat_model import document
 
 TENANT_APP, TENANT_PREFIX, TENANT_MODEL = "epic-tenants", "/epic-tenants", "epic-tenants"
 KEYS = {"alice": "key-alice", "bob": "key-bob"}

@@ -10,10 +10,11 @@ import httpx
 import jsonschema
 import openai
 import pytest
-from serving_helpers import SERVED_MODEL
 
 from engine import SamplingParams
 from engine.sampling_params import StructuredOutput
+
+from tests.support.serving import SERVED_MODEL
 
 
 @pytest.fixture(scope="module")

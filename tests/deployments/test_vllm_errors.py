@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from serving_helpers import SERVED_MODEL, app_config_dict
+from tests.support.serving import SERVED_MODEL, app_config_dict
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"

@@ -8,7 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tiny_hf_models import VARIANTS, build_hf_model
+
+from tests.support.tiny_hf_models import VARIANTS, build_hf_model
+from tests.support.tokenizer import STORY_CORPUS, train_bpe
 
 
 @pytest.fixture(scope="session")
@@ -23,25 +25,12 @@ def hf_model_dirs(tmp_path_factory) -> dict[str, Path]:
     return dirs
 
 
-CORPUS = [
-    "Once upon a time there was a small red fox. The fox lived in a quiet forest near the river.",
-    "Every morning the fox ran to the river to drink. One day it met a grey rabbit who was lost.",
-    "The rabbit said hello. The fox said hello back, and they became good friends forever.",
-] * 20
-
-
 @pytest.fixture(scope="session")
 def text_model_dir(hf_model_dirs, tmp_path_factory):
     """The tiny Llama plus a real byte-level BPE tokenizer (vocab <= the model's 300)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CORPUS, trainer)
+    tok = train_bpe(STORY_CORPUS, vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     path = tmp_path_factory.mktemp("text-model") / "m"
     shutil.copytree(hf_model_dirs["llama_gqa_llama3"], path)

@@ -5,16 +5,11 @@ import random
 
 import pytest
 
-from engine import Engine, EngineConfig, SamplingParams
+from engine import SamplingParams
 
-GREEDY = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+from tests.support.engines import GREEDY, assert_no_leaks, make_engine
+
 VARIANT = "llama_gqa_llama3"
-
-
-def make_engine(model_dir, **kw) -> Engine:
-    kw.setdefault("num_blocks", 256)
-    kw.setdefault("block_size", 4)
-    return Engine(EngineConfig(model=str(model_dir), **kw))
 
 
 def random_prompts(n, seed, lo=3, hi=60, vocab=300):
@@ -40,14 +35,6 @@ def alone(model_dir):
         return cache[key]
 
     return run
-
-
-def assert_no_leaks(engine: Engine):
-    pool = engine.block_pool
-    assert not engine.has_unfinished()
-    assert all(c == 0 for c in pool.ref_counts), "a block is still referenced"
-    assert pool.num_free == pool.num_blocks
-    assert engine.chunk_pool._pins == {}
 
 
 def test_sixteen_concurrent_requests_equal_each_alone(model_dir, alone):

@@ -4,16 +4,16 @@ import asyncio
 
 import pytest
 
-from engine import AsyncEngine, Engine, EngineConfig, LinkPolicy, SamplingParams, Segment
+from engine import AsyncEngine, LinkPolicy, Segment
 from kvstore.keys import chunk_key
 
-GREEDY = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+from tests.support.engines import GREEDY, make_engine
+
 
 
 @pytest.fixture
 def engine(hf_model_dirs):
-    return Engine(EngineConfig(model=str(hf_model_dirs["llama_gqa_llama3"]), num_blocks=256, block_size=4,
-                               max_num_batched_tokens=16))
+    return make_engine(hf_model_dirs["llama_gqa_llama3"], max_num_batched_tokens=16)
 
 
 def test_compile_chunks_keys_and_residency(engine):

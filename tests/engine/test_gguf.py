@@ -12,12 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny_gguf import write_tiny_gguf
 
 from deployments.model_files import fingerprint_of
 from engine import Engine, EngineConfig, SamplingParams
 from engine.gguf_cache import MANIFEST, cached_gguf_model, digest_hex, source_digest, verify_model_dir
 from engine.model_source import packaged_model_file, resolve_model_dir
+
+from tests.support.tiny_gguf import write_tiny_gguf
 
 GREEDY = SamplingParams(max_tokens=6, temperature=0.0)
 

@@ -182,7 +182,7 @@ def test_untied_model_needs_its_lm_head(hf_model_dirs, tmp_path):
 def test_sharded_checkpoint_loads_the_same_weights(hf_model_dirs, tmp_path):
     from engine.loader import weight_files
 
-    from tiny_hf_models import build_hf_model
+    from tests.support.tiny_hf_models import build_hf_model
 
     d = tmp_path / "sharded"
     build_hf_model("llama_gqa_llama3").save_pretrained(d, max_shard_size="40KB")
@@ -235,7 +235,7 @@ def test_tokenizer_loaded_when_present_else_none(hf_model_dirs, tmp_path):
 
 
 def test_fingerprint_stable_and_sensitive(hf_model_dirs, tmp_path):
-    from tiny_hf_models import WEIGHT_SEED, build_hf_model
+    from tests.support.tiny_hf_models import WEIGHT_SEED, build_hf_model
 
     src = hf_model_dirs["llama_mha"]
     fp = load_model(str(src), F32, CPU).fingerprint

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_hf_models import VARIANTS
 
-from engine import Engine, EngineConfig, SamplingParams
+from engine import SamplingParams
 from engine.attention.base import SegmentLayout, build_metadata
 from engine.attention.torch_backend import TorchAttentionBackend
 from engine.loader import load_model
 from engine.model import ForwardContext
 from engine.rope import inverse_frequencies, rope_cos_sin
+
+from tests.support.engines import make_engine
+from tests.support.hf_reference import assert_same_tokens, hf_greedy, hf_model
+from tests.support.tiny_hf_models import VARIANTS
 
 CPU = torch.device("cpu")
 BLOCK_SIZE = 4
@@ -28,36 +31,8 @@ PROMPTS = [
     [1] + list(range(10, 41)),
 ]
 MAX_TOKENS = 16
-
-
-def hf_model(model_dir):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager").eval()
-
-
-@torch.no_grad()
-def hf_greedy(model, prompt: list[int], max_tokens: int) -> tuple[list[int], list[float]]:
-    """transformers' greedy continuation and, per step, the gap between its two best logits."""
-    out = model.generate(
-        torch.tensor([prompt]),
-        attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-        max_new_tokens=max_tokens,
-        do_sample=False,
-        pad_token_id=0,
-        output_scores=True,
-        return_dict_in_generate=True,
-    )
-    gaps = [float(s[0].topk(2).values[0] - s[0].topk(2).values[1]) for s in out.scores]
-    return out.sequences[0, len(prompt) :].tolist(), gaps
-
-
-def assert_same_tokens(ours: list[int], theirs: list[int], gaps: list[float], what: str) -> None:
-    if ours != theirs:
-        i = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
-        gap = gaps[i] if i < len(gaps) else float("nan")
-        pytest.fail(f"{what}: diverges at output {i} (transformers' top-2 logit gap there: {gap:.4g})\n"
-                    f"ours:         {ours}\ntransformers: {theirs}")  # fmt: skip
+# fp32 pages of BLOCK_SIZE; a step budget of 24 tokens, so long prompts prefill in pieces
+ENGINE = dict(dtype="float32", block_size=BLOCK_SIZE, num_blocks=96, max_num_batched_tokens=24)
 
 
 # --- logits through the paged cache ---------------------------------------------------------
@@ -128,19 +103,13 @@ def test_logits_equal_transformers(hf_model_dirs, variant):
 # --- greedy generation through the engine ---------------------------------------------------
 
 
-def make_engine(model_dir, **overrides) -> Engine:
-    config = dict(model=str(model_dir), device="cpu", dtype="float32", block_size=BLOCK_SIZE, num_blocks=96,
-                  max_num_batched_tokens=24)  # fmt: skip
-    return Engine(EngineConfig(**{**config, **overrides}))
-
-
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_greedy_generation_equals_transformers(hf_model_dirs, variant):
     model_dir = hf_model_dirs[variant]
     reference = hf_model(model_dir)
     # All prompts in one batch: decode rows, prefill pieces (the 32-token prompt does not fit one
     # step's budget of 24) and a shared prefix run side by side.
-    outputs = make_engine(model_dir).generate(PROMPTS, SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0))
+    outputs = make_engine(model_dir, **ENGINE).generate(PROMPTS, SamplingParams(max_tokens=MAX_TOKENS, temperature=0.0))
     for prompt, out in zip(PROMPTS, outputs):
         tokens, gaps = hf_greedy(reference, prompt, MAX_TOKENS)
         assert_same_tokens(out.token_ids, tokens, gaps, f"{variant}, prompt of {len(prompt)} tokens")
@@ -156,7 +125,7 @@ STORIES_PROMPTS = [
 
 def test_stories260k_greedy_equals_transformers(stories260k_dir):
     reference = hf_model(stories260k_dir)
-    outputs = make_engine(stories260k_dir).generate(STORIES_PROMPTS, SamplingParams(max_tokens=32, temperature=0.0))
+    outputs = make_engine(stories260k_dir, **ENGINE).generate(STORIES_PROMPTS, SamplingParams(max_tokens=32, temperature=0.0))
     for prompt, out in zip(STORIES_PROMPTS, outputs):
         tokens, gaps = hf_greedy(reference, prompt, 32)
         assert_same_tokens(out.token_ids, tokens, gaps, f"stories260K, prompt {prompt[:5]}...")

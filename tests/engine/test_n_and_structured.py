@@ -7,20 +7,17 @@ import json
 import jsonschema
 import pytest
 
-from engine import Engine, EngineConfig, SamplingParams, Segment
+from engine import SamplingParams, Segment
 from engine.sampling_params import StructuredOutput
+
+from tests.support.engines import assert_no_leaks, make_engine
 
 PROMPT = [1, 40, 41, 42, 43, 44, 45]  # 7 tokens: one full block of 4 and a partial one
 
 
 @pytest.fixture(scope="module")
 def engine(text_model_dir):
-    return Engine(EngineConfig(model=str(text_model_dir), num_blocks=128, block_size=4))
-
-
-def assert_no_leaks(engine):
-    assert not engine.has_unfinished()
-    assert engine.block_pool.num_free == engine.block_pool.num_blocks
+    return make_engine(text_model_dir, num_blocks=128)
 
 
 def test_n_sequences_equal_separately_seeded_requests_and_share_the_prompt(engine):

@@ -4,30 +4,27 @@ import os
 import random
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 import torch
 
-from engine import Engine, EngineConfig, LinkPolicy, SamplingParams, Segment
+from engine import LinkPolicy, Segment
 from engine.chunk_source import ChunkHit
 from engine.rope import apply_rope, rope_cos_sin
 from engine.step_batch import build_step_batch
 from kvstore.keys import chunk_key
 
+from tests.support.engines import GREEDY, make_engine
+
 VARIANT = "llama_gqa_llama3"
-GREEDY = SamplingParams(max_tokens=10, temperature=0.0, ignore_eos=True)
+make_engine = partial(make_engine, num_blocks=512)  # room for every case of a batch at once
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
 def model_dir(hf_model_dirs):
     return hf_model_dirs[VARIANT]
-
-
-def make_engine(model_dir, **kw):
-    kw.setdefault("num_blocks", 512)
-    kw.setdefault("block_size", 4)
-    return Engine(EngineConfig(model=str(model_dir), **kw))
 
 
 def ids(rng, n):
@@ -164,7 +161,7 @@ def test_ten_concurrent_mixed_policies_equal_each_alone(model_dir):
             if out.finished:
                 final[out.request_id] = out.token_ids
     assert [final[r] for r in reqs] == alone
-    assert all(c == 0 for c in engine.block_pool.ref_counts) and engine.chunk_pool._pins == {}
+    assert all(c == 0 for c in engine.block_pool.ref_counts) and engine.chunk_pool.num_pins == 0
 
 
 class DictSource:

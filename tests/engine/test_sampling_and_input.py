@@ -5,19 +5,15 @@ import asyncio
 import pytest
 import torch
 
-from engine import AsyncEngine, Engine, EngineConfig, LinkPolicy, SamplingParams, Segment
+from engine import AsyncEngine, LinkPolicy, SamplingParams, Segment
 from engine.kvsplit import kvsplit
 
-CORPUS = [
-    "Once upon a time there was a small red fox. The fox lived in a quiet forest near the river.",
-    "Every morning the fox ran to the river to drink. One day it met a grey rabbit who was lost.",
-    "The rabbit said hello. The fox said hello back, and they became good friends forever.",
-] * 20
-
+from tests.support.engines import make_engine
+from tests.support.tokenizer import STORY_CORPUS
 
 @pytest.fixture(scope="module")
 def engine(text_model_dir):
-    return Engine(EngineConfig(model=str(text_model_dir), num_blocks=128, block_size=4))
+    return make_engine(text_model_dir, num_blocks=128)
 
 
 def test_seeded_sampling_is_reproducible_and_varies_with_the_seed(engine):
@@ -106,7 +102,7 @@ def test_bad_link_policy_and_segment():
 
 def test_kvsplit_with_a_real_tokenizer(engine):
     tok = engine.tokenizer
-    doc = "\n\n".join(CORPUS[:6])
+    doc = "\n\n".join(STORY_CORPUS[:6])
 
     def encode(s):
         return tok.encode(s, add_special_tokens=False)
@@ -123,7 +119,7 @@ def test_kvsplit_with_a_real_tokenizer(engine):
 
 
 def test_async_engine_streams_equal_generate_and_abort_frees_blocks(text_model_dir):
-    engine = Engine(EngineConfig(model=str(text_model_dir), num_blocks=128, block_size=4))
+    engine = make_engine(text_model_dir, num_blocks=128)
     params = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
     expected = [o.token_ids for o in engine.generate([[1, 10, 11], [1, 12, 13, 14]], params)]
     front = AsyncEngine(engine)
@@ -160,7 +156,7 @@ def test_async_engine_streams_equal_generate_and_abort_frees_blocks(text_model_d
 def test_check_health_fails_once_the_step_loop_is_dead(text_model_dir):
     from engine.async_engine import EngineError
 
-    engine = Engine(EngineConfig(model=str(text_model_dir), num_blocks=16, block_size=4))
+    engine = make_engine(text_model_dir, num_blocks=16)
     front = AsyncEngine(engine)
     front.check_health()
 

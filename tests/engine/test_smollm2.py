@@ -6,9 +6,10 @@ import math
 
 import pytest
 import torch
-from test_model_parity import assert_same_tokens, hf_greedy, hf_model
 
 from engine import Engine, EngineConfig, SamplingParams
+
+from tests.support.hf_reference import assert_same_tokens, hf_greedy, hf_model
 
 CHATS = [
     [{"role": "user", "content": "What is the capital of France?"}],

@@ -1,23 +1,10 @@
-"""Fixtures of the chunk-store tests: one factory per tier, Ray directory actors cleaned up."""
+"""Fixtures of the chunk-store tests: a directory-actor name, the actor cleaned up after."""
 
 from __future__ import annotations
 
 import uuid
 
 import pytest
-
-from kvstore.config import StoreConfig
-
-S3_FAST = dict(s3_region="us-east-1", s3_connect_timeout_s=1.0, s3_read_timeout_s=5.0, s3_max_attempts=2)
-
-
-def s3_config(s3_server, bucket: str, **overrides) -> StoreConfig:
-    """A store config over ``s3://bucket/store`` on the test S3 server, no Ray tier."""
-    fields = dict(
-        persistent=f"s3://{bucket}/store", s3_endpoint_url=s3_server.endpoint_url, object_store_bytes=0, **S3_FAST
-    )
-    fields.update(overrides)
-    return StoreConfig(**fields)
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """Multi-node scenarios of the chunk store on a simulated Ray cluster (run by test_kv_multinode.py
 in a fresh process, since a driver connects to one Ray instance for its life).
 
-    python tests/kvstore/kv_multinode_driver.py {fetch|failover|failover_sharded} STORE_DIR
+    python -m tests.kvstore.kv_multinode_driver {fetch|failover|failover_sharded} STORE_DIR
 
 Three nodes on this machine (``ray.cluster_utils.Cluster``), each with 1 CPU, 100 MiB of object
 store and a custom resource naming it; "replicas" are actors pinned to a node, each with its own
@@ -23,14 +23,13 @@ import torch
 from ray.cluster_utils import Cluster
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from kvstore.builder import build_store
+from kvstore.config import StoreConfig
+from kvstore.object_store import directory_names, open_directories, shard_of
+
+from tests.support.store import FP, key, make_kv, same_bits
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests/kvstore"))
-
-from kvstore_helpers import FP, key, make_kv, same_bits  # noqa: E402
-
-from kvstore.builder import build_store  # noqa: E402
-from kvstore.config import StoreConfig  # noqa: E402
-from kvstore.object_store import directory_names, open_directories, shard_of  # noqa: E402
 
 MiB = 1024 * 1024
 NAMESPACE = "epic-multinode"

@@ -1,7 +1,7 @@
 """Run as a separate process with its own brand-new Ray instance: open stores over locations an
 earlier process wrote and report, as JSON, what each chunk and document read back as.
 
-Usage: kv_restart_reader.py CONFIGS_JSON EXPECTED_PT DOC_ID
+Usage: python -m tests.kvstore.kv_restart_reader CONFIGS_JSON EXPECTED_PT DOC_ID
 """
 
 from __future__ import annotations
@@ -10,17 +10,15 @@ import json
 import shutil
 import sys
 import tempfile
-from pathlib import Path
 
 import ray
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from kvstore_helpers import FP, same_bits  # noqa: E402
-
 from documents.registry import open_registry
-from kvstore.builder import build_store  # noqa: E402
-from kvstore.config import StoreConfig  # noqa: E402
+from kvstore.builder import build_store
+from kvstore.config import StoreConfig
+
+from tests.support.store import FP, same_bits
 
 
 def main() -> None:

@@ -3,12 +3,12 @@ clients' ref caches, and both against a real directory actor shared by two clien
 
 from __future__ import annotations
 
-from kvstore_helpers import FP, key, make_kv, same_bits
-
 from kvstore import codec
 from kvstore.cluster_index import ClusterIndex, Entry, RefCache
 from kvstore.config import StoreConfig
 from kvstore.tensors import payload_view
+
+from tests.support.store import FP, key, make_kv, same_bits
 
 
 def test_index_logs_every_drop_and_catches_clients_up():

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from kvstore_helpers import FP, key, make_kv, same_bits
 
 from kvstore import codec
 from kvstore.errors import CorruptChunkError
 from kvstore.tensors import dtype_name, payload_view, tensor_from_payload
+
+from tests.support.store import FP, key, make_kv, same_bits
 
 
 def _encode(kv: torch.Tensor, k=None, fp: str = FP) -> bytearray:

@@ -7,10 +7,11 @@ import threading
 
 import pytest
 import torch
-from kvstore_helpers import FP, key, make_kv, same_bits
 
 from kvstore.builder import build_store
 from kvstore.config import StoreConfig
+
+from tests.support.store import FP, key, make_kv, same_bits
 
 NUM_THREADS = 8
 OPS_PER_THREAD = {"memory+object_store+dir": 30, "dir_only": 60}  # Ray calls are the slow ones here

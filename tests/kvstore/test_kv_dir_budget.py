@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from kvstore_helpers import FP, key, make_kv, same_bits
+from tests.support.store import FP, key, make_kv, same_bits
 
 from kvstore.builder import build_store
 from kvstore.config import StoreConfig

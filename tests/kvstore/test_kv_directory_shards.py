@@ -4,10 +4,11 @@ and two clients agree on which shard holds a key."""
 from __future__ import annotations
 
 import pytest
-from kvstore_helpers import FP, key, make_kv, same_bits
 
 from kvstore.config import StoreConfig
 from kvstore.object_store import ObjectStoreTier, directory_names
+
+from tests.support.store import FP, key, make_kv, same_bits
 
 
 @pytest.fixture

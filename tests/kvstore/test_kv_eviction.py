@@ -4,7 +4,6 @@ persistent tier, and a later get promotes it back."""
 from __future__ import annotations
 
 import pytest
-from kvstore_helpers import FP, key, make_kv, same_bits
 
 from kvstore import codec
 from kvstore.builder import build_store
@@ -12,6 +11,8 @@ from kvstore.config import StoreConfig
 from kvstore.keys import chunk_object_name
 from kvstore.lru import LruBytes, Victim
 from kvstore.tensors import payload_view
+
+from tests.support.store import FP, key, make_kv, same_bits
 
 
 def test_lru_bytes_exact_order():

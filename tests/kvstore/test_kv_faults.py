@@ -10,11 +10,10 @@ import textwrap
 import time
 from pathlib import Path
 
-from conftest import s3_config
-from kvstore_helpers import FP, key, make_kv, same_bits
-
 from kvstore.builder import build_store
 from kvstore.config import StoreConfig
+
+from tests.support.store import FP, key, make_kv, same_bits, s3_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -109,8 +108,7 @@ def test_unwritable_directory_degrades_and_recovers(tmp_path):
 FULL_DISK_SCRIPT = textwrap.dedent(
     """
     import json, resource, signal, sys
-    sys.path.insert(0, "tests/kvstore")
-    from kvstore_helpers import FP, key, make_kv, same_bits
+    from tests.support.store import FP, key, make_kv, same_bits
     from kvstore.builder import build_store
     from kvstore.config import StoreConfig
 

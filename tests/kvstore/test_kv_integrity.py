@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import s3_config
-from kvstore_helpers import FP, key, make_kv, same_bits
 
 from kvstore import codec
 from kvstore.builder import build_store
 from kvstore.config import StoreConfig
 from kvstore.keys import chunk_object_name
 from kvstore.tensors import payload_view
+
+from tests.support.store import FP, key, make_kv, same_bits, s3_config
 
 
 class Backend:

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(420)
 
 def run_scenario(name: str, store_dir: Path) -> dict:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests/kvstore/kv_multinode_driver.py"), name, str(store_dir)],
+        [sys.executable, "-m", "tests.kvstore.kv_multinode_driver", name, str(store_dir)],
         cwd=ROOT, capture_output=True, text=True, timeout=360,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -4,12 +4,12 @@ restart safety (a new registry object over the same location), bad records and i
 from __future__ import annotations
 
 import pytest
-from conftest import s3_config
-from kvstore_helpers import FP, key
 
 from documents.registry import open_registry
 from kvstore.config import StoreConfig
 from documents.registry import DocumentRecord
+
+from tests.support.store import FP, key, s3_config
 
 ODD_IDS = ["plain", "a/b/../c", "../../etc/passwd", ".", "ü ñ 😀 \n\t", "x" * 180, "-_=+"]
 

@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import torch
-from conftest import s3_config
-from kvstore_helpers import FP, key, make_kv
 
 from documents.registry import open_registry
 from kvstore.builder import build_store
 from kvstore.config import StoreConfig
 from documents.registry import DocumentRecord
+
+from tests.support.store import FP, key, make_kv, s3_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,7 +45,8 @@ def test_new_process_and_ray_instance_find_everything(directory_actor, s3_server
     proc = subprocess.run(
         [
             sys.executable,
-            str(ROOT / "tests/kvstore/kv_restart_reader.py"),
+            "-m",
+            "tests.kvstore.kv_restart_reader",
             json.dumps(fields),
             str(tmp_path / "expected.pt"),
             doc.doc_id,

@@ -6,10 +6,11 @@ import threading
 import time
 
 import pytest
-from kvstore_helpers import key, make_kv
 
 from kvstore.single_flight import SingleFlight
 from kvstore.write_behind import WriteBehind
+
+from tests.support.store import key, make_kv
 
 
 def _wait_until(cond, timeout_s: float = 10.0) -> None:
@@ -78,7 +79,7 @@ def test_writer_drops_when_full_dedupes_and_flushes():
     writer = WriteBehind(write, max_pending=2)
     kv = make_kv(0)
     assert writer.submit(key(0), kv)
-    _wait_until(lambda: writer.pending == 1 and not writer._pending)  # key 0 is in flight
+    _wait_until(lambda: writer.pending == 1 and writer.queued == 0)  # key 0 is in flight
     assert writer.submit(key(1), kv, only_if_absent=True)
     assert writer.submit(key(2), kv)
     assert writer.submit(key(1), kv)  # already queued: merged, a real write wins over a spill
@@ -103,7 +104,7 @@ def test_cancel_forgets_pending_and_waits_for_inflight():
     writer = WriteBehind(write, max_pending=4)
     writer.submit(key(0), make_kv(0))
     writer.submit(key(1), make_kv(1))
-    _wait_until(lambda: writer.pending == 2 and len(writer._pending) == 1)
+    _wait_until(lambda: writer.pending == 2 and writer.queued == 1)
     writer.cancel(key(1))  # pending: forgotten at once
     done = threading.Event()
     canceller = threading.Thread(target=lambda: (writer.cancel(key(0)), done.set()))

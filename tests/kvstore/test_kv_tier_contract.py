@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import s3_config
-from kvstore_helpers import FP, key, make_kv, same_bits
 
 from kvstore.config import StoreConfig
 from kvstore.directory import DirBlobs
 from kvstore.memory import MemoryTier
 from kvstore.persistent import BlobTier
 from kvstore.s3 import S3Blobs, make_s3_client
+
+from tests.support.store import FP, key, make_kv, same_bits, s3_config
 
 TIER_NAMES = ["memory", "object_store", "object_store_sharded", "s3", "dir"]
 

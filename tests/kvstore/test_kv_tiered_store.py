@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kvstore_helpers import FP, key, make_kv, same_bits
 
 from engine.chunk_source import ChunkSource
 from kvstore.builder import build_store
 from kvstore.config import StoreConfig
 from kvstore.keys import chunk_key, chunk_object_name, key_from_object_name
+
+from tests.support.store import FP, key, make_kv, same_bits
 
 
 def test_read_through_promotion_contains_and_delete(tmp_path):

@@ -106,7 +106,8 @@ def build_app(ray):
 
 
 @pytest.fixture(scope="module")
-def engine(ray_session):
+def engine(ray_session, serve_url):
+    """The app on the session's Serve (started by ``serve_url`` on its own port, never Serve's default)."""
     import ray.cloudpickle
     from ray import serve
 

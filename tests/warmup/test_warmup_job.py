@@ -14,12 +14,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from warmup_helpers import (  # noqa: F401 (warmup_model_dir is a fixture)
-    CHUNK_TOKENS, app_config_dict, corpus_documents, warmup_model_dir, write_config, write_jsonl)
 
 from deployments.config import load_config
 from warmup.job import WarmupOptions, main, run_warmup, start_workers
 from kvstore.keys import key_from_object_name
+
+from tests.support.processes import alive
+from tests.support.warmup import CHUNK_TOKENS, app_config_dict, corpus_documents, write_config, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
 NUM_DOCS = 300
@@ -44,12 +45,12 @@ def corpus(tmp_path_factory, docs) -> Path:
 
 
 @pytest.fixture(scope="module")
-def builder(warmup_model_dir):
+def builder(tiny_model_dir):
     from deployments.model_files import fingerprint_of, tokenizer_of
     from deployments.prompting import PromptBuilder
     from engine import EngineConfig
 
-    config = EngineConfig(model=str(warmup_model_dir), dtype="float32")
+    config = EngineConfig(model=str(tiny_model_dir), dtype="float32")
     return PromptBuilder(tokenizer_of(config), fingerprint_of(config), CHUNK_TOKENS)
 
 
@@ -83,11 +84,11 @@ def options(corpus: Path, config: Path, **kw) -> WarmupOptions:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, warmup_model_dir) -> tuple[Path, Path]:
+def setup(tmp_path_factory, tiny_model_dir) -> tuple[Path, Path]:
     """(config file, its directory store)."""
     tmp = tmp_path_factory.mktemp("warmup-job")
     store = tmp / "store"
-    return write_config(tmp / "config.yaml", app_config_dict(warmup_model_dir, f"dir://{store}")), store
+    return write_config(tmp / "config.yaml", app_config_dict(tiny_model_dir, f"dir://{store}")), store
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +121,8 @@ def killed(ray_session, setup, corpus):
     finally:
         proc.kill()  # SIGKILL: no cleanup of any kind
         proc.wait()
-    _wait_until_workers_gone()
-    return len(reg.list_ids()), stored_chunks(store)
+    _wait_until_workers_gone(ray_session.get_runtime_context())
+    return _stable_count(reg), stored_chunks(store)
 
 
 @pytest.fixture(scope="module")
@@ -177,20 +178,16 @@ def test_second_run_skips_everything(setup, corpus, pool, resumed):
     assert stored_chunks(store) == before  # nothing rewritten
 
 
-def test_requests_by_id_link_every_chunk_from_the_store(setup, resumed, docs):
+def test_requests_by_id_link_every_chunk_from_the_store(serve_url, setup, resumed, docs):
     """The serving app, pointed at the warmed store, compiles nothing for documents named by id."""
     from ray import serve
-    from ray.serve.context import _get_global_client
 
     from deployments.app import build
 
     config, _ = setup
-    serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
-    http = _get_global_client().http_config
-    assert http.host == "127.0.0.1"
     serve.run(build(load_config(config)), name="warmup-test", route_prefix="/warmup-test")
     try:
-        url = f"http://127.0.0.1:{http.port}/warmup-test/v1/completions"
+        url = f"{serve_url}/warmup-test/v1/completions"
         picked = [docs[i]["id"] for i in (3, 150, 299, 42)]
         body = {"model": "epic-tiny", "prompt": " Question: which river?\nAnswer:", "max_tokens": 4,
                 "temperature": 0, "documents": [{"id": i} for i in picked]}
@@ -216,20 +213,32 @@ def test_cli_reports_a_bad_invocation(tmp_path, capsys):
         WarmupOptions(corpus="x", batch_docs=0)
 
 
-def _wait_until_workers_gone(timeout_s: float = 60) -> None:
-    """Ray ends a dead driver's actors asynchronously: wait until no warm-up worker is alive."""
-    # The GCS's actor table (the public state API needs the dashboard, which tests do not start).
-    from ray._private.state import actors
+def _wait_until_workers_gone(session, timeout_s: float = 60) -> None:
+    """Ray ends a dead driver's actors asynchronously, and an actor already recorded DEAD may
+    still be finishing a task in its process: wait until every warm-up worker of another job than
+    this session's (``session``: its runtime context) is DEAD and its process has exited."""
+    from ray.util.state import list_actors
 
     deadline = time.monotonic() + timeout_s
-    while any(a["ActorClassName"] == "CompileWorker" and a["State"] != "DEAD" for a in actors().values()):
-        assert time.monotonic() < deadline, "the killed job's workers are still alive"
+    while True:
+        # The session's own address: other Ray instances may run on this machine.
+        actors = list_actors(address=session.gcs_address, filters=[("class_name", "=", "CompileWorker")],
+                             detail=True, limit=1000)
+        workers = [a for a in actors if a.job_id != session.get_job_id()]
+        if workers and all(a.state == "DEAD" and not alive(a.pid) for a in workers):
+            return
+        assert time.monotonic() < deadline, f"the killed job's workers are still alive: {workers}"
         time.sleep(0.2)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _stable_count(reg, quiet_s: float = 1.0, timeout_s: float = 30) -> int:
+    """The number of registered documents once it has not changed for ``quiet_s``."""
+    deadline = time.monotonic() + timeout_s
+    count = len(reg.list_ids())
+    while True:
+        time.sleep(quiet_s)
+        again = len(reg.list_ids())
+        if again == count:
+            return count
+        assert time.monotonic() < deadline, "documents are still being registered"
+        count = again

@@ -9,7 +9,6 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from warmup_helpers import app_config_dict, corpus_documents, warmup_model_dir, write_config  # noqa: F401 (fixture)
 
 from deployments.model_files import fingerprint_of, tokenizer_of
 from deployments.prompting import PromptBuilder
@@ -18,11 +17,13 @@ from warmup.job import WarmupOptions, run_warmup, start_workers
 from documents.registry import open_registry
 from kvstore.keys import key_from_object_name
 
+from tests.support.warmup import app_config_dict, corpus_documents, write_config
+
 NUM_DOCS = 64
 
 
 @pytest.fixture(scope="module")
-def s3_setup(ray_session, s3_server, tmp_path_factory, warmup_model_dir):
+def s3_setup(ray_session, s3_server, tmp_path_factory, tiny_model_dir):
     """(config, bucket, documents): half the corpus as JSONL, half as Parquet, one bad line."""
     bucket = "t-warmup-s3-corpus"
     client = s3_server.client()
@@ -35,7 +36,7 @@ def s3_setup(ray_session, s3_server, tmp_path_factory, warmup_model_dir):
     pq.write_table(pa.Table.from_pylist(docs[half:]), buf, row_group_size=16)
     client.put_object(Bucket=bucket, Key="corpus/part-1.parquet", Body=buf.getvalue())
     store = {"s3_endpoint_url": s3_server.endpoint_url, "s3_region": "us-east-1", "s3_max_attempts": 2}
-    config = app_config_dict(warmup_model_dir, f"s3://{bucket}/store", **store)
+    config = app_config_dict(tiny_model_dir, f"s3://{bucket}/store", **store)
     path = write_config(tmp_path_factory.mktemp("warmup-s3") / "config.yaml", config)
     return path, bucket, docs
 

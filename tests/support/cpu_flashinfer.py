@@ -11,7 +11,8 @@ buffer sizes) and computes attention densely from the planned slots.
 from __future__ import annotations
 
 import torch
-from paged_batches import attend_slots, paged_visible_slots
+
+from tests.support.paged_batches import attend_slots, paged_visible_slots
 
 
 class _Planned:

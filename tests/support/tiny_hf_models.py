@@ -79,9 +79,7 @@ def build_hf_model(variant: str, seed: int = WEIGHT_SEED):
     """A random-weight ``*ForCausalLM`` of a variant, float32, eval mode, eager attention."""
     from transformers import AutoModelForCausalLM
 
-    config = hf_config(variant)
-    config._attn_implementation = "eager"
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(hf_config(variant), dtype=torch.float32, attn_implementation="eager")
     randomize_(model, seed)
     return model.eval()

@@ -1,5 +1,5 @@
-"""Helpers of the serving tests (a module name of its own: ``conftest`` is ambiguous when several
-test directories are collected together)."""
+"""Helpers of the serving tests: the test app's names and config, free ports, a replica's routing
+stats."""
 
 from __future__ import annotations
 

@@ -1,36 +1,19 @@
-"""The warm-up tests' model, corpus and config builders.
-
-No conftest.py here: test modules import ``warmup_model_dir`` from this module, so this
-directory adds no second top-level ``conftest`` module to the session.
-"""
+"""The warm-up tests' corpus and config builders."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
-# The tiny chat model builder lives with the serving tests; reuse it rather than copy it.
-sys.path.append(str(Path(__file__).resolve().parents[1] / "deployments"))
+from tests.support.tiny_chat_model import document
 
 CHUNK_TOKENS = 48
 
 
-@pytest.fixture(scope="session")
-def warmup_model_dir(tmp_path_factory) -> Path:
-    """The serving tests' tiny random-weight Llama with a real tokenizer and chat template."""
-    from tiny_model import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("warmup-tiny-llama"))
-
-
 def corpus_documents(n: int, seed: int = 0) -> list[dict]:
     """``n`` short, distinct documents ``{"id", "text"}`` (one or two chunks each)."""
-    from tiny_model import document
-
     return [{"id": f"doc-{seed}-{i:04d}", "text": document(10_000 * seed + i, num_sentences=3 + i % 4)}
             for i in range(n)]
 

@@ -28,6 +28,15 @@ class PagedBatch:
     q: torch.Tensor  # [N, Hq, D]
 
 
+# kinds, lengths: batches mixing every row kind, decodes first, decodes only, no decode at all
+MIXED_BATCHES = {
+    "mixed": (["decode", "prefill", "compile", "recompute", "decode"], [37, 21, 16, 45, 1]),
+    "decodes_first": (["decode", "decode", "recompute", "prefill"], [30, 8, 40, 19]),
+    "decode_only": (["decode"] * 5, [5, 16, 33, 2, 64]),
+    "prefill_only": (["compile", "recompute", "prefill"], [16, 52, 9]),
+}
+
+
 def slot(block_ids: tuple[int, ...], pos: int, block_size: int) -> int:
     return block_ids[pos // block_size] * block_size + pos % block_size
 

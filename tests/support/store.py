@@ -1,9 +1,11 @@
-"""Small helpers shared by the chunk-store tests: deterministic KV tensors and keys."""
+"""Helpers of the chunk-store tests: deterministic KV tensors, keys, and a store config over the
+test S3 server."""
 
 from __future__ import annotations
 
 import torch
 
+from kvstore.config import StoreConfig
 from kvstore.keys import ChunkKey, chunk_key
 
 FP = "test-model/fp32/abc123"
@@ -40,3 +42,15 @@ def same_bits(a: torch.Tensor | None, b: torch.Tensor) -> bool:
 
 def key(i: int, fp: str = FP) -> ChunkKey:
     return chunk_key(fp, [i, i + 1, i + 2])
+
+
+S3_FAST = dict(s3_region="us-east-1", s3_connect_timeout_s=1.0, s3_read_timeout_s=5.0, s3_max_attempts=2)
+
+
+def s3_config(s3_server, bucket: str, **overrides) -> StoreConfig:
+    """A store config over ``s3://bucket/store`` on the test S3 server, no Ray tier."""
+    fields = dict(
+        persistent=f"s3://{bucket}/store", s3_endpoint_url=s3_server.endpoint_url, object_store_bytes=0, **S3_FAST
+    )
+    fields.update(overrides)
+    return StoreConfig(**fields)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from tests.support.tokenizer import train_bpe
+
 WORDS = ("river stone garden lantern copper harbor meadow signal orchard winter canyon violet "
          "engine library falcon glacier market pepper saddle tunnel velvet whisper anchor bridge "
          "candle desert ember forest harvest island jungle kettle ladder marble needle ocean pillow "
@@ -43,17 +45,12 @@ def document(seed: int, num_sentences: int = 4) -> str:
 
 
 def build_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
     rng = random.Random(0)
     corpus = [sentence(rng, 8) for _ in range(400)] + ["Question: what?\nAnswer: yes\nDocument: "]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=384, special_tokens=["<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(corpus, trainer=trainer)
+    tok = train_bpe(corpus, vocab_size=384, special_tokens=["<s>", "</s>"])
     tok.post_processor = processors.TemplateProcessing(single="<s> $A",
                                                        special_tokens=[("<s>", tok.token_to_id("<s>"))])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", chat_template=CHAT_TEMPLATE,
@@ -65,6 +62,8 @@ def build_tiny_model(out_dir: Path, seed: int = 7) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    from tests.support.tiny_hf_models import randomize_
+
     tokenizer = build_tokenizer()
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
@@ -72,16 +71,8 @@ def build_tiny_model(out_dir: Path, seed: int = 7) -> Path:
                          tie_word_embeddings=True, rms_norm_eps=1e-6)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).eval()
-    gen = torch.Generator().manual_seed(seed)
+    randomize_(model, seed)
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=gen)
-            if name.endswith("norm.weight"):
-                p.copy_(1.0 + 0.2 * noise)
-            elif "embed_tokens" in name:
-                p.copy_(0.5 * noise)
-            else:
-                p.copy_(2.0 * noise / p.shape[-1] ** 0.5)
         model.model.embed_tokens.weight[tokenizer.eos_token_id].zero_()
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
