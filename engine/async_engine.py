@@ -117,7 +117,12 @@ class AsyncEngine:
     def shutdown(self) -> None:
         self._stopped = True
         self._wake.set()
-        self._thread.join(timeout=10)
+        self.wait_stopped(10)
+
+    def wait_stopped(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the step loop to end (shut down, or died); True if it has."""
+        self._thread.join(timeout=timeout_s)
+        return not self._thread.is_alive()
 
     def _post(self, fn: Callable[[], None]) -> None:
         self._inbox.put(fn)

@@ -84,7 +84,7 @@ class ModelRunner:
         capture = self._compile_capture(works, batch)
         blending = [i for i, w in enumerate(works) if w.blend_candidates and w.seq.policy.name == "cacheblend"]
         h = self.model.embed(batch.token_ids)  # [N, hidden]
-        ctx = self._context(batch, capture)
+        ctx = self.forward_context(batch, capture)
         for i, layer in enumerate(self.model.layers):
             if blending and i == BLEND_LAYER:
                 before = self._gather_kv(i, batch, works, blending)
@@ -94,7 +94,7 @@ class ModelRunner:
                 dropped.update(blend_dropped)
                 batch, flat = self._subset_batch(batch, keep)
                 h = h[flat]
-                ctx = self._context(batch, capture, self._capture_rows(works, batch))
+                ctx = self.forward_context(batch, capture, self._capture_rows(works, batch))
         sampled = [w for w in works if w.sample]
         rows = [batch.row_offsets[i + 1] - 1 for i, w in enumerate(works) if w.sample]
         logits = self.model.compute_logits(h[rows]) if rows else None
@@ -102,8 +102,9 @@ class ModelRunner:
         return StepResult(sampled, logits, self._split_capture(works, capture), dropped,
                           prompt_logprobs.compute(self.model.compute_logits, h, prompt))
 
-    def _context(self, batch: StepBatch, capture: KVCapture | None,
-                 capture_rows: torch.Tensor | None = None) -> ForwardContext:
+    def forward_context(self, batch: StepBatch, capture: KVCapture | None,
+                        capture_rows: torch.Tensor | None = None) -> ForwardContext:
+        """The per-step context of ``batch``'s forward (attention planned once for every layer)."""
         if capture is not None and capture_rows is not None:
             capture = KVCapture(capture_rows, capture.out)
         self.attention.plan(batch.meta)

@@ -27,7 +27,7 @@ class KillableReplica(EngineReplica):
 
         self.engine.engine.load = broken_load
         self.engine.abort("wake-up")
-        self.engine._thread.join(timeout=10)
+        assert self.engine.wait_stopped(10)
 
 
 def poll(url: str, status: int, timeout_s: float) -> list[int]:

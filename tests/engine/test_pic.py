@@ -56,7 +56,7 @@ def our_forward(engine, token_ids, first_pos):
     runner = engine.runner
     with torch.inference_mode():
         batch = build_step_batch([Seq], [positions], runner.block_size, runner.device)
-        ctx = runner._context(batch, None)
+        ctx = runner.forward_context(batch, None)
         h = runner.model.embed(batch.token_ids)
         for layer in runner.model.layers:
             h = layer(h, ctx)

@@ -165,6 +165,6 @@ def test_check_health_fails_once_the_step_loop_is_dead(text_model_dir):
 
     engine.load = broken_load
     front.abort("wake-up")
-    front._thread.join(timeout=10)
+    assert front.wait_stopped(10)
     with pytest.raises(EngineError, match="step loop has stopped"):
         front.check_health()
