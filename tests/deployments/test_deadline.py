@@ -9,10 +9,9 @@ import time
 
 import httpx
 import pytest
-from tests.support.serving import SERVED_MODEL, app_config_dict, replica_actors, replica_load
+from tests.support.serving import SERVED_MODEL, app_config_dict, replica_actors, replica_load, running_app
 
 APP = "epic-deadline"
-PREFIX = "/epic-deadline"
 TIMEOUT_S = 1.0
 BOUND_S = TIMEOUT_S + 5.0  # the error reaches the client within this of the request's start
 BODY = {"model": SERVED_MODEL, "prompt": "The harbor at dawn", "max_tokens": 1000, "temperature": 0,
@@ -21,16 +20,10 @@ BODY = {"model": SERVED_MODEL, "prompt": "The harbor at dawn", "max_tokens": 100
 
 @pytest.fixture(scope="module")
 def deadline_url(serve_url, tiny_model_dir, tmp_path_factory):
-    from ray import serve
-
-    from deployments.app import build
-    from deployments.config import AppConfig
-
     raw = app_config_dict(tiny_model_dir, tmp_path_factory.mktemp("deadline-store"), num_replicas=1)
     raw["ingress"]["request_timeout_s"] = TIMEOUT_S
-    serve.run(build(AppConfig.from_dict(raw)), name=APP, route_prefix=PREFIX)
-    yield serve_url + PREFIX
-    serve.delete(APP)
+    with running_app(serve_url, raw, APP) as url:
+        yield url
 
 
 def assert_engine_idle(timeout_s: float = 10.0) -> None:

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from tests.support.serving import app_config_dict, replica_actors, replica_load
+from tests.support.serving import app_config_dict, replica_actors, replica_load, running_app
 
 APP, PREFIX, MODEL = "epic-hostile", "/epic-hostile", "epic-hostile"
 BODY_TIMEOUT_S = 1.0
@@ -19,16 +19,10 @@ BODY_TIMEOUT_S = 1.0
 
 @pytest.fixture(scope="module")
 def hostile_url(serve_url, tiny_model_dir, tmp_path_factory) -> str:
-    from ray import serve
-
-    from deployments.app import build
-    from deployments.config import AppConfig
-
     raw = app_config_dict(tiny_model_dir, tmp_path_factory.mktemp("hostile-store"), num_replicas=1)
     raw["ingress"].update(served_model_name=MODEL, body_timeout_s=BODY_TIMEOUT_S)
-    serve.run(build(AppConfig.from_dict(raw)), name=APP, route_prefix=PREFIX)
-    yield serve_url + PREFIX
-    serve.delete(APP)
+    with running_app(serve_url, raw, APP) as url:
+        yield url
 
 
 def raw_request(url: str, head: bytes, body_parts: list[bytes], pause_s: float, timeout_s: float = 30) -> bytes:

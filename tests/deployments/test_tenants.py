@@ -8,10 +8,10 @@ import json
 
 import httpx
 import pytest
-from tests.support.serving import app_config_dict
+from tests.support.serving import app_config_dict, running_app
 from tests.support.tiny_chat_model import document
 
-TENANT_APP, TENANT_PREFIX, TENANT_MODEL = "epic-tenants", "/epic-tenants", "epic-tenants"
+TENANT_APP, TENANT_MODEL = "epic-tenants", "epic-tenants"
 KEYS = {"alice": "key-alice", "bob": "key-bob"}
 SHARED_KEY = "key-shared"  # ingress.api_key: no tenant
 # A system turn of several KV blocks: the prefix cache has whole blocks to share (or not).
@@ -22,19 +22,14 @@ QUESTION = [{"role": "system", "content": document(30, num_sentences=5)}, {"role
 def tenant_app(serve_url, tiny_model_dir, tmp_path_factory):
     """An app with two tenants and a shared key, one engine replica; (url, config path)."""
     import yaml
-    from ray import serve
-
-    from deployments.app import build
-    from deployments.config import AppConfig
 
     raw = app_config_dict(tiny_model_dir, tmp_path_factory.mktemp("tenant-store"), num_replicas=1)
     raw["ingress"].update(served_model_name=TENANT_MODEL, api_key=SHARED_KEY,
                           api_keys={key: tenant for tenant, key in KEYS.items()})
     path = tmp_path_factory.mktemp("tenant-config") / "serve.yaml"
     path.write_text(yaml.safe_dump(raw))
-    serve.run(build(AppConfig.from_dict(raw)), name=TENANT_APP, route_prefix=TENANT_PREFIX)
-    yield serve_url + TENANT_PREFIX, path
-    serve.delete(TENANT_APP)
+    with running_app(serve_url, raw, TENANT_APP) as url:
+        yield url, path
 
 
 def client(tenant_app, key: str) -> httpx.Client:

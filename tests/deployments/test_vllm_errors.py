@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tests.support.serving import SERVED_MODEL, app_config_dict
+from tests.support.serving import SERVED_MODEL, app_config_dict, running_app
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 MESSAGES = [{"role": "user", "content": "Which river?"}]
 TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
-KEYED_APP, KEYED_PREFIX, KEYED_MODEL, API_KEY = "epic-keyed", "/epic-keyed", "epic-keyed-model", "sk-test-7"
+KEYED_APP, KEYED_MODEL, API_KEY = "epic-keyed", "epic-keyed-model", "sk-test-7"
 
 
 def chat(**fields) -> dict:
@@ -93,16 +93,10 @@ ROWS = [
 @pytest.fixture(scope="module")
 def keyed_url(serve_url, tiny_model_dir, tmp_path_factory) -> str:
     """A second app: one engine replica, its own served name, an API key."""
-    from ray import serve
-
-    from deployments.app import build
-    from deployments.config import AppConfig
-
     raw = app_config_dict(tiny_model_dir, tmp_path_factory.mktemp("keyed-store"), num_replicas=1)
     raw["ingress"].update(served_model_name=KEYED_MODEL, api_key=API_KEY)
-    serve.run(build(AppConfig.from_dict(raw)), name=KEYED_APP, route_prefix=KEYED_PREFIX)
-    yield serve_url + KEYED_PREFIX
-    serve.delete(KEYED_APP)
+    with running_app(serve_url, raw, KEYED_APP) as url:
+        yield url
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.case for r in ROWS])

@@ -4,6 +4,8 @@ stats."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 APP_NAME = "epic-test"
@@ -76,3 +78,19 @@ def replica_rss_bytes(actor) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS line in /proc/PID/status")
+
+
+@contextmanager
+def running_app(serve_url: str, raw: dict, name: str) -> Iterator[str]:
+    """The app of config mapping ``raw`` on the session's Serve under ``/name``, deleted after;
+    yields its URL."""
+    from ray import serve
+
+    from deployments.app import build
+    from deployments.config import AppConfig
+
+    serve.run(build(AppConfig.from_dict(raw)), name=name, route_prefix=f"/{name}")
+    try:
+        yield f"{serve_url}/{name}"
+    finally:
+        serve.delete(name)
