@@ -3,6 +3,8 @@ and two clients agree on which shard holds a key."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from kvstore.config import StoreConfig
@@ -55,6 +57,18 @@ def test_each_shard_evicts_within_its_share_of_the_budget(directory_actor, ray_s
         tier.destroy_directory()
 
 
+def wait_dead(ray, actor, timeout_s: float = 30.0) -> None:
+    """Until ``actor`` is dead (ray.kill returns before the actor stops taking calls)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.__ray_ready__.remote(), timeout=timeout_s)
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the killed actor still answers")
+
+
 @pytest.mark.parametrize("shards", [1, 2])
 def test_a_killed_directory_is_re_created_by_the_next_call(shards, directory_actor, ray_session):
     config = StoreConfig(object_store_bytes=1 << 20, directory_shards=shards, object_store_ref_cache_bytes=0,
@@ -64,7 +78,9 @@ def test_a_killed_directory_is_re_created_by_the_next_call(shards, directory_act
         kvs = {key(i): make_kv(i) for i in range(4)}
         tier.put_many(list(kvs.items()))
         for name in directory_names(config):  # killed for good: Ray does not restart it
-            ray_session.kill(ray_session.get_actor(name, namespace=config.directory_actor_namespace))
+            actor = ray_session.get_actor(name, namespace=config.directory_actor_namespace)
+            ray_session.kill(actor)
+            wait_dead(ray_session, actor)
         # The call that meets a dead directory re-creates it (empty) and asks again: a miss.
         assert tier.get_many(list(kvs)) == [None] * 4
         assert tier.usage() == (0, shards * (config.object_store_bytes // shards))
