@@ -3,6 +3,7 @@ installed copy (no source checkout next to it)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,9 +12,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# Not sources of the wheel (setuptools would also leave its build/ in a tree it builds in place).
+NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", ".store", "build", "*.egg-info", "__pycache__", "models")
+
+
 def test_the_wheel_ships_the_default_config_and_it_loads(tmp_path):
+    source = tmp_path / "source"  # a copy: building in place leaves build/ behind in the checkout
+    shutil.copytree(ROOT, source, ignore=NOT_SOURCES)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-                    "-w", str(tmp_path / "dist"), str(ROOT)], check=True, capture_output=True, timeout=300)
+                    "-w", str(tmp_path / "dist"), str(source)], check=True, capture_output=True, timeout=300)
     (wheel,) = (tmp_path / "dist").glob("epic_serve-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "deployments/default.yaml" in names
