@@ -15,9 +15,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 
-from kvstore.blobs import BlobStore, MemoryBlobs
-from kvstore.builder import open_blobs
-from kvstore.config import StoreConfig
+from kvstore.blobs import BlobStore
 from kvstore.keys import ChunkKey, is_chunk_key
 
 logger = logging.getLogger(__name__)
@@ -135,9 +133,3 @@ class DocumentRegistry:
             except ValueError:
                 logger.warning("ignoring %r: not an encoded document id", name)
         return sorted(ids)
-
-
-def open_registry(config: StoreConfig, model_fingerprint: str, tenant: str | None = None) -> DocumentRegistry:
-    """``tenant``'s registry at ``config``'s persistent location (in process memory when there
-    is none)."""
-    return DocumentRegistry(open_blobs(config) or MemoryBlobs(), model_fingerprint, tenant)

@@ -14,11 +14,10 @@ import tempfile
 import ray
 import torch
 
-from documents.registry import open_registry
 from kvstore.builder import build_store
 from kvstore.config import StoreConfig
 
-from tests.support.store import FP, same_bits
+from tests.support.store import FP, open_registry, same_bits
 
 
 def main() -> None:

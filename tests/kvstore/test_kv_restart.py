@@ -10,12 +10,11 @@ from pathlib import Path
 
 import torch
 
-from documents.registry import open_registry
 from kvstore.builder import build_store
 from kvstore.config import StoreConfig
 from documents.registry import DocumentRecord
 
-from tests.support.store import FP, key, make_kv, s3_config
+from tests.support.store import FP, key, make_kv, open_registry, s3_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

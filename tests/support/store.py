@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from documents.registry import DocumentRegistry
+from kvstore.blobs import MemoryBlobs
+from kvstore.builder import open_blobs
 from kvstore.config import StoreConfig
 from kvstore.keys import ChunkKey, chunk_key
 
@@ -54,3 +57,9 @@ def s3_config(s3_server, bucket: str, **overrides) -> StoreConfig:
     )
     fields.update(overrides)
     return StoreConfig(**fields)
+
+
+def open_registry(config: StoreConfig, model_fingerprint: str, tenant: str | None = None) -> DocumentRegistry:
+    """``tenant``'s document registry at ``config``'s persistent location (in process memory
+    when there is none), as the ingress opens it."""
+    return DocumentRegistry(open_blobs(config) or MemoryBlobs(), model_fingerprint, tenant)

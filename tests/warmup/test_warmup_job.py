@@ -73,7 +73,7 @@ def stored_chunks(store: Path) -> dict[str, tuple[int, int]]:
 
 def registry(config_path: Path):
     from deployments.model_files import fingerprint_of
-    from documents.registry import open_registry
+    from tests.support.store import open_registry
 
     config = load_config(config_path)
     return open_registry(config.store, fingerprint_of(config.engine))

@@ -14,7 +14,7 @@ from deployments.model_files import fingerprint_of, tokenizer_of
 from deployments.prompting import PromptBuilder
 from deployments.config import load_config
 from warmup.job import WarmupOptions, run_warmup, start_workers
-from documents.registry import open_registry
+from tests.support.store import open_registry
 from kvstore.keys import key_from_object_name
 
 from tests.support.warmup import app_config_dict, corpus_documents, write_config

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from documents.registry import open_registry
 from kvstore.config import StoreConfig
 from documents.registry import DocumentRecord
 
-from tests.support.store import FP, key, s3_config
+from tests.support.store import FP, key, open_registry, s3_config
 
 ODD_IDS = ["plain", "a/b/../c", "../../etc/passwd", ".", "ü ñ 😀 \n\t", "x" * 180, "-_=+"]
 
