@@ -7,7 +7,8 @@ last looked, and when that estimate would pass the budget, or ``rescan_s`` have 
 last looked, it scans the directory (every process's files) and deletes the oldest chunk files,
 by modification time, down to ``low_water`` of the budget. The directory can therefore exceed
 the budget by what other processes wrote within the last ``rescan_s`` (0: scan on every write,
-exact). A read refreshes its file's time, so "oldest" means least recently
+exact). A scan walks every chunk file, so the default keeps it to one per 30 s per process, in
+the background writer, never on a request's path. A read refreshes its file's time, so "oldest" means least recently
 used by any process. Only files under ``chunks/`` count and are ever deleted: document records
 and chunk token ids (which recompile an evicted chunk) are kept.
 """
@@ -26,7 +27,7 @@ CHUNK_DIR = "chunks"
 
 class DirectoryBudget:
     def __init__(self, root: str | os.PathLike[str], max_bytes: int, low_water: float = 0.9,
-                 rescan_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 rescan_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
         if not 0 < low_water <= 1:
