@@ -1,5 +1,5 @@
 """Engine vs transformers on this machine: prefill throughput, TTFT, decode throughput at
-batch 1 and 16, side by side in one run (a random-weight ~50M Llama by default; speed does not
+batch 1, 16 and 32 (mixed prompt lengths, which a static batch pads), side by side in one run (a random-weight ~50M Llama by default; speed does not
 depend on weights), or any model the engine loads (both sides then read the same fp32 weights).
 
     .venv/bin/python benchmarks/bench_engine.py [--runs 3] [--prompt-tokens 1024,4096]
@@ -84,6 +84,7 @@ def main() -> None:
     lengths = [int(t) for t in args.prompt_tokens.split(",")]
     b1 = prompts(1, 128, 128, seed=2, vocab=vocab)
     b16 = prompts(16, 64, 256, seed=3, vocab=vocab)
+    b32 = prompts(32, 32, 1024, seed=4, vocab=vocab)
     d = args.decode_tokens
     rows = []
     # Warm both paths once.
@@ -101,11 +102,15 @@ def main() -> None:
         rows.append([f"prefill {tok} tok (tok/s)", tok / hf_ttft, tok / our_ttft, hf_ttft / our_ttft])
         rows.append([f"TTFT {tok} tok (s)", hf_ttft, our_ttft, hf_ttft / our_ttft])
     # Decode: (time for d tokens - time for 1 token) over d-1 tokens per sequence.
-    for name, batch in (("batch 1", b1), ("batch 16", b16)):
-        hf_t = med(lambda: hf_generate(hf, batch, d)) - med(lambda: hf_generate(hf, batch, 1))
-        our_t = med(lambda: ours_generate(engine, batch, d)[0]) - med(lambda: ours_generate(engine, batch, 1)[0])
+    for name, batch in (("batch 1", b1), ("batch 16", b16), ("batch 32 mixed", b32)):
+        hf_first, hf_all = med(lambda: hf_generate(hf, batch, 1)), med(lambda: hf_generate(hf, batch, d))
+        our_first = med(lambda: ours_generate(engine, batch, 1)[0])
+        our_all = med(lambda: ours_generate(engine, batch, d)[0])
         n = len(batch) * (d - 1)
-        rows.append([f"decode {name} (tok/s)", n / hf_t, n / our_t, hf_t / our_t])
+        rows.append([f"decode {name} (tok/s)", n / (hf_all - hf_first), n / (our_all - our_first),
+                     (hf_all - hf_first) / (our_all - our_first)])
+        if batch is b32:  # the whole request: a static batch also pads the prefill
+            rows.append([f"{name}, prefill + {d} tokens (s)", hf_all, our_all, hf_all / our_all])
     print(markdown_table(["measure", "transformers", "epic-serve", "ours / transformers (speed)"], rows))
 
 

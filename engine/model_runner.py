@@ -24,7 +24,7 @@ from engine.chunk_lifecycle import CompileJob, LinkWrite
 from engine.query_select import select_rows
 from engine.rope import apply_rope, inverse_frequencies, rope_cos_sin
 from engine.scheduler import ScheduledWork, SchedulerOutput
-from engine.step_batch import StepBatch, build_step_batch, slot_of
+from engine.step_batch import StepBatch, build_step_batch, runs_of, slots_of
 
 BLEND_LAYER = 1  # CacheBlend selects by KV deviation at this layer
 
@@ -60,10 +60,9 @@ class ModelRunner:
     def link(self, write: LinkWrite) -> None:
         """Write a chunk's NoPE KV [num_layers, 2, T, Hkv, D] at its absolute positions."""
         span, kv = write.span, write.kv
-        positions = torch.arange(span.start, span.end, device=self.device)
-        slots = torch.tensor([slot_of(write.block_ids, p, self.block_size) for p in range(span.start, span.end)],
-                             device=self.device)
-        cos, sin = rope_cos_sin(positions, self.inv_freq)
+        positions = torch.arange(span.start, span.end)
+        slots = slots_of(write.block_ids, positions, self.block_size).to(self.device)
+        cos, sin = rope_cos_sin(positions.to(self.device), self.inv_freq)
         blocks, offsets = slots // self.block_size, slots % self.block_size
         self.kv_caches[:, blocks, 0, offsets] = apply_rope(kv[:, 0], cos, sin).to(self.kv_caches.dtype)
         self.kv_caches[:, blocks, 1, offsets] = kv[:, 1].to(self.kv_caches.dtype)
@@ -73,8 +72,7 @@ class ModelRunner:
         for write in sched.links:
             self.link(write)
         works = sched.work
-        positions = [[p for s, e in w.runs for p in range(s, e)] for w in works]
-        batch = build_step_batch([w.seq for w in works], positions, self.block_size, self.device)
+        batch = build_step_batch([w.seq for w in works], [w.runs for w in works], self.block_size, self.device)
         querying = [i for i, w in enumerate(works) if w.blend_candidates and w.seq.policy.name == "query"]
         dropped: dict[str, int] = {}
         if querying:
@@ -98,7 +96,7 @@ class ModelRunner:
         sampled = [w for w in works if w.sample]
         rows = [batch.row_offsets[i + 1] - 1 for i, w in enumerate(works) if w.sample]
         logits = self.model.compute_logits(h[rows]) if rows else None
-        prompt = prompt_logprobs.select_rows(batch.seqs, batch.positions, batch.row_offsets)
+        prompt = prompt_logprobs.select_rows(batch)
         return StepResult(sampled, logits, self._split_capture(works, capture), dropped,
                           prompt_logprobs.compute(self.model.compute_logits, h, prompt))
 
@@ -112,11 +110,13 @@ class ModelRunner:
         return ForwardContext(cos, sin, batch.meta.slot_mapping, self.attention, self.kv_caches, capture)
 
     def _capture_rows(self, works: list[ScheduledWork], batch: StepBatch) -> torch.Tensor:
-        rows = [
-            r for i, w in enumerate(works) if isinstance(w.seq, CompileJob)
-            for r, p in zip(batch.rows_of(i), batch.positions[i]) if p >= w.seq.num_skip
-        ]
-        return torch.tensor(rows, dtype=torch.int64, device=self.device)
+        """[C] int64: the rows of compile jobs' chunk tokens (positions past their BOS), in order."""
+        keep = torch.zeros(batch.num_rows, dtype=torch.bool)
+        for i, w in enumerate(works):
+            if isinstance(w.seq, CompileJob):
+                rows = slice(batch.row_offsets[i], batch.row_offsets[i + 1])
+                keep[rows] = batch.positions[rows] >= w.seq.num_skip
+        return keep.nonzero()[:, 0].to(self.device)
 
     def _compile_capture(self, works: list[ScheduledWork], batch: StepBatch) -> KVCapture | None:
         rows = self._capture_rows(works, batch)
@@ -131,7 +131,7 @@ class ModelRunner:
         pieces, start = [], 0
         for w in works:
             if isinstance(w.seq, CompileJob):
-                n = sum(1 for s, e in w.runs for p in range(s, e) if p >= w.seq.num_skip)
+                n = sum(max(0, e - max(s, w.seq.num_skip)) for s, e in w.runs)
                 if n:
                     pieces.append((w.seq, capture.out[:, :, start : start + n].clone()))
                 start += n
@@ -141,7 +141,7 @@ class ModelRunner:
         """(row, slot) of work i's CacheBlend candidate rows."""
         cands = works[i].blend_candidates
         return [
-            (r, batch.slots[r]) for r, p in zip(batch.rows_of(i), batch.positions[i])
+            (r, int(batch.slots[r])) for r, p in zip(batch.rows_of(i), batch.positions_of(i))
             if any(s <= p < e for s, e in cands)
         ]
 
@@ -170,8 +170,6 @@ class ModelRunner:
 
     def _subset_batch(self, batch: StepBatch, keep: list[list[int]]) -> tuple[StepBatch, torch.Tensor]:
         """The batch of the ``keep`` rows, and their indices [M] int64 among ``batch``'s rows."""
-        positions = [
-            [batch.positions[i][r - batch.row_offsets[i]] for r in rows] for i, rows in enumerate(keep)
-        ]
+        runs = [runs_of(batch.positions[rows].tolist()) for rows in keep]
         flat = torch.tensor([r for rows in keep for r in rows], dtype=torch.int64, device=self.device)
-        return build_step_batch(batch.seqs, positions, self.block_size, self.device), flat
+        return build_step_batch(batch.seqs, runs, self.block_size, self.device), flat

@@ -17,12 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from engine.request import Request
 from engine.sampling_params import SamplingParams
 from engine.segments import LinkPolicy
+
+if TYPE_CHECKING:
+    from engine.step_batch import StepBatch
 
 FULL = LinkPolicy("full")
 MAX_ROWS_PER_SLICE = 256  # bounds the [rows, vocab] float32 logits held at once
@@ -65,16 +69,17 @@ def policy_for(sampling: SamplingParams, policy: LinkPolicy) -> LinkPolicy:
     return FULL if sampling.prompt_logprobs is not None else policy
 
 
-def select_rows(seqs: Sequence[object], positions: Sequence[Sequence[int]],
-                row_offsets: Sequence[int]) -> list[PromptRows]:
-    """The rows of a step batch (``seqs``, ``positions`` per seq, ``row_offsets``) that belong to
-    prompt positions 0..P-2 of requests asking for prompt logprobs and not yet filled."""
+def select_rows(batch: StepBatch) -> list[PromptRows]:
+    """The rows of a step batch that belong to prompt positions 0..P-2 of requests asking for
+    prompt logprobs and not yet filled."""
     out = []
-    for i, (seq, pos) in enumerate(zip(seqs, positions)):
+    for i, seq in enumerate(batch.seqs):
         if not isinstance(seq, Request) or seq.prompt_logprobs is None:
             continue
         last = len(seq.prompt_ids) - 1
-        picked = [(p, row_offsets[i] + j) for j, p in enumerate(pos) if p < last and seq.prompt_logprobs[p + 1] is None]
+        first = batch.row_offsets[i]
+        picked = [(p, first + j) for j, p in enumerate(batch.positions_of(i))
+                  if p < last and seq.prompt_logprobs[p + 1] is None]
         if picked:
             out.append(PromptRows(seq, [p for p, _ in picked], [r for _, r in picked]))
     return out

@@ -31,7 +31,7 @@ from engine.attention.base import AttentionBackend
 from engine.model import ForwardContext, Model
 from engine.recompute import ChunkSpan
 from engine.rope import apply_rope, rope_cos_sin
-from engine.step_batch import StepBatch, build_step_batch
+from engine.step_batch import StepBatch, build_step_batch, runs_of, slots_of
 
 SCORE_LAYERS = 0.5  # the pass runs the first half of the layers
 
@@ -68,7 +68,7 @@ def question_attention(model: Model, batch: StepBatch, ctx: ForwardContext, ques
     its rows at positions >= ``question_start[i]`` over every position up to its last row.
 
     Returns:
-        per sequence i: [batch.positions[i][-1] + 1] float32, the mean over layers of the
+        per sequence i: [last position of seq i + 1] float32, the mean over layers of the
         probabilities summed over heads and question rows.
     """
     attn0 = model.layers[0].self_attn
@@ -77,12 +77,13 @@ def question_attention(model: Model, batch: StepBatch, ctx: ForwardContext, ques
     bs = ctx.kv_caches.shape[3]
     qrows, seen, pages = [], [], []
     for i, seq in enumerate(batch.seqs):
-        rows = [r for r, p in zip(batch.rows_of(i), batch.positions[i]) if p >= question_start[i]]
+        positions = batch.positions_of(i)
+        rows = [r for r, p in zip(batch.rows_of(i), positions) if p >= question_start[i]]
         qrows.append(torch.tensor(rows, dtype=torch.int64, device=ctx.slot_mapping.device))
-        end = batch.positions[i][-1] + 1
-        slots = torch.tensor([seq.block_ids[p // bs] * bs + p % bs for p in range(end)], device=qrows[-1].device)
+        end = positions[-1] + 1
+        slots = slots_of(seq.block_ids, torch.arange(end), bs).to(qrows[-1].device)
         pages.append((slots // bs, slots % bs))
-        pos = torch.tensor([batch.positions[i][r - batch.row_offsets[i]] for r in rows], device=qrows[-1].device)
+        pos = torch.tensor([positions[r - batch.row_offsets[i]] for r in rows], device=qrows[-1].device)
         seen.append(torch.arange(end, device=pos.device)[None, :] <= pos[:, None])  # [Rq, end] causal
     totals = [torch.zeros(len(s[0]), dtype=torch.float32, device=s[0].device) for s in pages]
     h = model.embed(batch.token_ids)  # [N, hidden]
@@ -123,8 +124,8 @@ def select_rows(model: Model, attention: AttentionBackend, kv_caches: torch.Tens
         return any(s <= p < e for s, e in works[i].seq.plan.blend_candidates)
 
     # This step's rows and those of the prompt's later steps (the scheduler's remaining runs).
-    rest = [[*batch.positions[i], *(p for s, e in works[i].seq.pending for p in range(s, e))] for i in querying]
-    sure = [[p for p in positions if not is_candidate(i, p)] for i, positions in zip(querying, rest)]
+    rest = [[*batch.positions_of(i), *(p for s, e in works[i].seq.pending for p in range(s, e))] for i in querying]
+    sure = [runs_of([p for p in positions if not is_candidate(i, p)]) for i, positions in zip(querying, rest)]
     sub = build_step_batch([works[i].seq for i in querying], sure, batch.meta.block_size, kv_caches.device)
     attention.plan(sub.meta)
     cos, sin = rope_cos_sin(sub.meta.positions, inv_freq)
@@ -134,7 +135,7 @@ def select_rows(model: Model, attention: AttentionBackend, kv_caches: torch.Tens
     totals = question_attention(model, sub, ctx, starts, num_layers)
     dropped: dict[str, int] = {}
     for i, total in zip(querying, totals):
-        rows = [(r, p) for r, p in zip(batch.rows_of(i), batch.positions[i]) if is_candidate(i, p)]
+        rows = [(r, p) for r, p in zip(batch.rows_of(i), batch.positions_of(i)) if is_candidate(i, p)]
         positions = [p for _, p in rows]
         kept = select_positions(total[positions].tolist(), positions, works[i].seq.plan.linked,
                                 works[i].seq.policy.ratio)

@@ -1,18 +1,24 @@
 """Flatten one step's scheduled work into model rows and attention metadata.
 
-Rows are laid out work by work, positions ascending within a work. Each contiguous run of a
-work's positions becomes one attention query segment cut at its last position.
+Rows are laid out work by work, positions ascending within a work. Each run of a work's
+positions becomes one attention query segment cut at its last position.
+
+The rows' positions, cache slots and token ids are built once per step with tensor operations
+over the runs (no Python loop per token): a position is its run's start plus its offset in the
+run, and a slot is the sequence's page at ``position // block_size`` times the block size plus
+``position % block_size``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 
 import torch
 
 from engine.attention.base import AttentionMetadata, SegmentLayout, build_metadata
-from engine.recompute import Run
 from engine.chunk_lifecycle import CompileJob
+from engine.recompute import Run
 from engine.request import Request
 
 
@@ -32,10 +38,11 @@ class StepBatch:
     """The rows of one forward (or of the rows kept after a mid-forward selection)."""
 
     seqs: list[Request | CompileJob]
-    positions: list[list[int]]  # per seq, ascending
+    runs: list[list[Run]]  # per seq, ascending and disjoint
     row_offsets: list[int]  # [len(seqs) + 1]: rows of seq i are row_offsets[i]:row_offsets[i+1]
-    token_ids: torch.Tensor  # [N] int64
-    slots: list[int]  # [N] cache slot per row
+    token_ids: torch.Tensor  # [N] int64, on the device
+    positions: torch.Tensor  # [N] int64 position per row, on the host
+    slots: torch.Tensor  # [N] int64 cache slot per row, on the host
     meta: AttentionMetadata
 
     @property
@@ -45,27 +52,52 @@ class StepBatch:
     def rows_of(self, i: int) -> range:
         return range(self.row_offsets[i], self.row_offsets[i + 1])
 
+    def positions_of(self, i: int) -> list[int]:
+        """Seq i's positions, one per row, ascending."""
+        return [p for s, e in self.runs[i] for p in range(s, e)]
 
-def slot_of(block_ids: list[int], pos: int, block_size: int) -> int:
-    return block_ids[pos // block_size] * block_size + pos % block_size
+
+def slots_of(block_ids: list[int], positions: torch.Tensor, block_size: int) -> torch.Tensor:
+    """[n] int64 cache slots of a sequence's ``positions`` [n] int64 (host tensors)."""
+    table = torch.tensor(block_ids, dtype=torch.int64)
+    return table[positions // block_size] * block_size + positions % block_size
+
+
+def tokens_in(seq: Request | CompileJob, start: int, end: int) -> list[int]:
+    """Token ids at positions ``start..end-1`` of ``seq`` (list slices, no loop per token)."""
+    if isinstance(seq, CompileJob):
+        return seq.token_ids[start:end]
+    n = len(seq.prompt_ids)
+    return seq.prompt_ids[start:min(end, n)] + seq.output_ids[max(start - n, 0):max(end - n, 0)]
 
 
 def build_step_batch(
-    seqs: list[Request | CompileJob], positions: list[list[int]], block_size: int, device: torch.device
+    seqs: list[Request | CompileJob], runs: list[list[Run]], block_size: int, device: torch.device
 ) -> StepBatch:
     layouts: list[SegmentLayout] = []
-    flat_pos: list[int] = []
-    slots: list[int] = []
     tokens: list[int] = []
+    run_bounds: list[tuple[int, int]] = []
+    run_seq: list[int] = []  # the seq of each run
     offsets = [0]
-    for seq, pos in zip(seqs, positions):
+    for i, (seq, seq_runs) in enumerate(zip(seqs, runs)):
         blocks = tuple(seq.block_ids)
-        for s, e in runs_of(pos):
+        for s, e in seq_runs:
             layouts.append(SegmentLayout(e - s, e, blocks))
-        flat_pos.extend(pos)
-        slots.extend(slot_of(seq.block_ids, p, block_size) for p in pos)
-        tokens.extend(seq.token_at(p) for p in pos)
-        offsets.append(len(flat_pos))
-    meta = build_metadata(layouts, flat_pos, slots, block_size, device)
+            tokens += tokens_in(seq, s, e)
+        run_bounds += seq_runs
+        run_seq += [i] * len(seq_runs)
+        offsets.append(offsets[-1] + sum(e - s for s, e in seq_runs))
+    bounds = torch.tensor(run_bounds, dtype=torch.int64).view(-1, 2)  # [R, 2]
+    lengths = bounds[:, 1] - bounds[:, 0]
+    first_row = torch.cumsum(lengths, 0) - lengths
+    # [N]: position = run start + (row - run's first row)
+    positions = torch.arange(offsets[-1]) + torch.repeat_interleave(bounds[:, 0] - first_row, lengths)
+    # The seqs' page tables end to end; row r reads table_start[seq of r] + position // block_size.
+    tables = torch.tensor(list(chain.from_iterable(seq.block_ids for seq in seqs)), dtype=torch.int64)
+    table_len = torch.tensor([len(seq.block_ids) for seq in seqs], dtype=torch.int64)
+    table_start = torch.cumsum(table_len, 0) - table_len
+    row_table = torch.repeat_interleave(table_start[torch.tensor(run_seq, dtype=torch.int64)], lengths)
+    slots = tables[row_table + positions // block_size] * block_size + positions % block_size
+    meta = build_metadata(layouts, positions, slots, block_size, device)
     token_ids = torch.tensor(tokens, dtype=torch.int64).to(device)
-    return StepBatch(seqs, positions, offsets, token_ids, slots, meta)
+    return StepBatch(seqs, [list(r) for r in runs], offsets, token_ids, positions, slots, meta)

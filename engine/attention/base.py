@@ -42,10 +42,11 @@ class AttentionMetadata:
     kv_page_indices: torch.Tensor  # [P] int32: block ids, in position order
     kv_last_page_len: torch.Tensor  # [S] int32: valid slots in each segment's last page (1..block_size)
     block_size: int
-    # Host mirrors (python lists) of the CSR arrays, for backends that loop on the host.
+    # Host mirrors of the CSR arrays, for backends that plan on the host (no device sync).
     qo_indptr_cpu: list[int]
     kv_lens_cpu: list[int]
     kv_page_indptr_cpu: list[int]
+    kv_page_indices_cpu: torch.Tensor  # [P] int64
 
     @property
     def num_rows(self) -> int:
@@ -73,12 +74,15 @@ class SegmentLayout:
 
 def build_metadata(
     layouts: list[SegmentLayout],
-    positions: list[int],
-    slot_mapping: list[int],
+    positions: torch.Tensor | list[int],
+    slot_mapping: torch.Tensor | list[int],
     block_size: int,
     device: torch.device,
 ) -> AttentionMetadata:
-    """Pack per-segment layouts into CSR metadata (one host->device copy per array)."""
+    """Pack per-segment layouts into CSR metadata (one host->device copy per array).
+
+    ``positions`` and ``slot_mapping``: [N] int64 (host tensors or lists), one per row.
+    """
     assert len(positions) == len(slot_mapping) == sum(s.num_rows for s in layouts), (
         "positions, slot_mapping and the segments' rows must agree"
     )
@@ -97,8 +101,10 @@ def build_metadata(
         kv_page_indptr.append(len(page_ids))
         last_page_len.append(seg.kv_len - (num_pages - 1) * block_size)
 
-    def dev(values: list[int], dtype: torch.dtype) -> torch.Tensor:
-        host = torch.tensor(values, dtype=dtype)
+    pages = torch.tensor(page_ids, dtype=torch.int64)
+
+    def dev(values: torch.Tensor | list[int], dtype: torch.dtype) -> torch.Tensor:
+        host = torch.as_tensor(values, dtype=dtype)
         if device.type == "cuda":
             host = host.pin_memory()
         return host.to(device, non_blocking=True)
@@ -109,12 +115,13 @@ def build_metadata(
         qo_indptr=dev(qo_indptr, torch.int32),
         kv_lens=dev(kv_lens, torch.int32),
         kv_page_indptr=dev(kv_page_indptr, torch.int32),
-        kv_page_indices=dev(page_ids, torch.int32),
+        kv_page_indices=dev(pages, torch.int32),
         kv_last_page_len=dev(last_page_len, torch.int32),
         block_size=block_size,
         qo_indptr_cpu=qo_indptr,
         kv_lens_cpu=kv_lens,
         kv_page_indptr_cpu=kv_page_indptr,
+        kv_page_indices_cpu=pages,
     )
 
 

@@ -1,13 +1,16 @@
-"""The reference attention backend: plain torch, CPU or GPU, dense masks per group of rows.
+"""The reference attention backend: plain torch, CPU or GPU, one SDPA call per group of rows.
 
 Obviously correct and reasonably quick on a CPU; every fast backend is tested against it.
 
-Planning groups the step's query segments so each group is one SDPA call:
-- consecutive segments whose page tables are prefixes of one another (the runs of one
-  sequence: a prefill piece, a link-recompute pass's runs, CacheBlend's scattered rows) share
-  one call over the longest page table, each row masked to the KV its position may see;
-- the remaining single-row segments (decode rows of different sequences) share one padded
-  call, each row over its own page table.
+Planning groups the step's query segments: consecutive segments whose page tables are prefixes
+of one another (the runs of one sequence: a prefill piece, a link-recompute pass's runs,
+CacheBlend's scattered rows, or one decode row) form one group over the longest page table,
+each row masked to the KV its position may see. Once per layer, the pages of every group are
+gathered in one copy per K and V (exactly the pages the groups use, no padding to the longest
+sequence), and each group attends over its own contiguous range of them.
+
+A decode row is a group of its own: it attends over exactly its KV (one padded call over
+rows of different lengths pays for the padding more than it saves in calls, measured on a CPU).
 """
 
 from __future__ import annotations
@@ -22,41 +25,34 @@ from engine.attention.base import AttentionBackend, AttentionMetadata
 
 @dataclass(slots=True)
 class _Group:
-    rows: slice | torch.Tensor  # the group's query rows in the batch
-    pages: torch.Tensor  # [B, max_pages] int64 page table(s)
-    visible: torch.Tensor | None  # [B, R, max_pages * block_size] bool: which KV slots each row sees
-    kv_len: int  # KV slots used (the last page may be partly filled)
-    causal: bool  # visible is exactly "row i sees slots <= i" over kv_len == R slots (a fresh prefill)
+    rows: slice  # the group's query rows in the batch
+    kv: slice  # its KV slots among the gathered pages' slots (positions 0..kv_len-1)
+    visible: torch.Tensor | None  # [1, 1, R, kv_len] bool: which KV slots each row sees; None: all
+    causal: bool  # row i sees slots <= i over kv_len == R slots (a fresh prefill)
 
 
 class TorchAttentionBackend(AttentionBackend):
-    """Gathers KV from the pages once per group and runs masked SDPA."""
+    """Gathers the step's pages once per layer and runs SDPA per group."""
 
     def plan(self, meta: AttentionMetadata) -> None:
-        qo, indptr = meta.qo_indptr_cpu, meta.kv_page_indptr_cpu
-        pages_cpu = meta.kv_page_indices.cpu().long()
+        indptr, kv_lens = meta.kv_page_indptr_cpu, meta.kv_lens_cpu
+        pages_cpu = meta.kv_page_indices_cpu
         device = meta.positions.device
-        bs = meta.block_size
         runs: list[list[int]] = []  # consecutive segments over one page table
         for s in range(meta.num_segments):
             if runs and self._extends(runs[-1][-1], s, meta, pages_cpu):
                 runs[-1].append(s)
             else:
                 runs.append([s])
-        # Lone single-row segments (decode rows of different sequences) share one padded call.
-        singles = [r[0] for r in runs if len(r) == 1 and qo[r[0] + 1] - qo[r[0]] == 1]
-        lone = set(singles) if len(singles) > 1 else set()
-        self._groups = [self._plan_run(g, meta, pages_cpu, device) for g in runs if g[0] not in lone]
-        if lone:
-            pages = [pages_cpu[indptr[s] : indptr[s + 1]] for s in singles]
-            width = max(len(p) for p in pages)
-            table = torch.zeros(len(singles), width, dtype=torch.long)
-            visible = torch.zeros(len(singles), 1, width * bs, dtype=torch.bool)
-            for i, (s, p) in enumerate(zip(singles, pages)):
-                table[i, : len(p)] = p
-                visible[i, 0, : meta.kv_lens_cpu[s]] = True
-            rows = torch.tensor([qo[s] for s in singles], dtype=torch.long, device=device)
-            self._groups.append(_Group(rows, table.to(device), visible.to(device), width * bs, False))
+        groups, tables, first_slot = [], [], 0
+        for segs in runs:
+            longest = max(segs, key=lambda s: indptr[s + 1] - indptr[s])
+            tables.append(pages_cpu[indptr[longest] : indptr[longest + 1]])
+            kv_len = max(kv_lens[s] for s in segs)
+            groups.append(self._group(segs, meta, slice(first_slot, first_slot + kv_len), device))
+            first_slot += len(tables[-1]) * meta.block_size
+        self._pages = torch.cat(tables).to(device)  # [P] the pages of every group, group by group
+        self._groups = groups
 
     @staticmethod
     def _extends(prev: int, s: int, meta: AttentionMetadata, pages: torch.Tensor) -> bool:
@@ -68,37 +64,33 @@ class TorchAttentionBackend(AttentionBackend):
         n = min(len(a), len(b))
         return bool(torch.equal(a[:n], b[:n]))
 
-    def _plan_run(self, segs: list[int], meta: AttentionMetadata, pages: torch.Tensor, device) -> _Group:
-        qo, indptr = meta.qo_indptr_cpu, meta.kv_page_indptr_cpu
-        longest = max(segs, key=lambda s: indptr[s + 1] - indptr[s])
-        table = pages[indptr[longest] : indptr[longest + 1]]
-        # Row i of a q-row segment with KV length L sees slots < L - q + i + 1.
-        limits = torch.cat([
-            torch.arange(meta.kv_lens_cpu[s] - (qo[s + 1] - qo[s]) + 1, meta.kv_lens_cpu[s] + 1) for s in segs
-        ])
+    @staticmethod
+    def _group(segs: list[int], meta: AttentionMetadata, kv: slice, device: torch.device) -> _Group:
+        qo, kv_lens = meta.qo_indptr_cpu, meta.kv_lens_cpu
         rows = slice(qo[segs[0]], qo[segs[-1] + 1])
-        kv_len = max(meta.kv_lens_cpu[s] for s in segs)
-        if len(segs) == 1 and limits[0] == 1 and kv_len == len(limits):
-            # Positions 0..R-1 over exactly R slots: plain causal attention, no mask needed.
-            return _Group(rows, table[None].to(device), None, kv_len, True)
+        kv_len = kv.stop - kv.start
+        num_rows = rows.stop - rows.start
+        if len(segs) == 1 and kv_lens[segs[0]] == kv_len:
+            if num_rows == 1:  # one decode row: it sees every slot
+                return _Group(rows, kv, None, False)
+            if num_rows == kv_len:  # positions 0..R-1 over exactly R slots: plain causal attention
+                return _Group(rows, kv, None, True)
+        # Row i of a q-row segment with KV length L sees slots < L - q + i + 1.
+        limits = torch.cat([torch.arange(kv_lens[s] - (qo[s + 1] - qo[s]) + 1, kv_lens[s] + 1) for s in segs])
         visible = torch.arange(kv_len)[None, :] < limits[:, None]
-        return _Group(rows, table[None].to(device), visible[None].to(device), kv_len, False)
+        return _Group(rows, kv, visible[None, None].to(device), False)
 
     def forward(self, q: torch.Tensor, kv_cache: torch.Tensor) -> torch.Tensor:
         # q: [N, Hq, D]; kv_cache: [num_blocks, 2, block_size, Hkv, D]
+        k_all = kv_cache[self._pages, 0].view(-1, self.num_kv_heads, self.head_dim).to(q.dtype)  # [P * bs, Hkv, D]
+        v_all = kv_cache[self._pages, 1].view(-1, self.num_kv_heads, self.head_dim).to(q.dtype)
         out = torch.empty_like(q)
+        gqa = self.num_q_heads != self.num_kv_heads
         for g in self._groups:
-            b = g.pages.shape[0]
-            kv = kv_cache[g.pages]  # [B, width, 2, bs, Hkv, D]
-            kv = kv.permute(2, 0, 4, 1, 3, 5).reshape(2, b, self.num_kv_heads, -1, self.head_dim)
-            k = kv[0, :, :, : g.kv_len].to(q.dtype)  # [B, Hkv, L, D]
-            v = kv[1, :, :, : g.kv_len].to(q.dtype)
-            if isinstance(g.rows, slice):
-                qg = q[g.rows].transpose(0, 1)[None]  # [1, Hq, R, D]
-            else:
-                qg = q[g.rows][:, :, None, :]  # [B, Hq, 1, D]
-            mask = None if g.causal else g.visible[:, None]
-            o = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask, is_causal=g.causal, scale=self.scale,
-                                               enable_gqa=self.num_q_heads != self.num_kv_heads)
-            out[g.rows] = o[0].transpose(0, 1) if isinstance(g.rows, slice) else o[:, :, 0]
+            o = F.scaled_dot_product_attention(
+                q[g.rows].transpose(0, 1)[None],  # [1, Hq, R, D]
+                k_all[g.kv].transpose(0, 1)[None],  # [1, Hkv, L, D]
+                v_all[g.kv].transpose(0, 1)[None],
+                attn_mask=g.visible, is_causal=g.causal, scale=self.scale, enable_gqa=gqa)
+            out[g.rows] = o[0].transpose(0, 1)
         return out

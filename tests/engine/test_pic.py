@@ -43,25 +43,22 @@ def our_forward(engine, token_ids, first_pos):
     Returns logits [T, vocab] and the pages' K (after RoPE) and V: [num_layers, 2, T, Hkv, D].
     """
     n = len(token_ids)
-    positions = list(range(first_pos, first_pos + n))
     blocks = engine.block_pool.allocate(engine.scheduler.kv.blocks_for(first_pos + n))
 
-    class Seq:
+    class Seq:  # a request's token and page fields (positions before first_pos are never read)
         block_ids = blocks
-
-        @staticmethod
-        def token_at(p):
-            return token_ids[p - first_pos]
+        prompt_ids = [0] * first_pos + list(token_ids)
+        output_ids: list[int] = []
 
     runner = engine.runner
     with torch.inference_mode():
-        batch = build_step_batch([Seq], [positions], runner.block_size, runner.device)
+        batch = build_step_batch([Seq], [[(first_pos, first_pos + n)]], runner.block_size, runner.device)
         ctx = runner.forward_context(batch, None)
         h = runner.model.embed(batch.token_ids)
         for layer in runner.model.layers:
             h = layer(h, ctx)
         logits = runner.model.compute_logits(h)
-        slots = torch.tensor(batch.slots)
+        slots = batch.slots
         kv = runner.kv_caches[:, slots // runner.block_size, :, slots % runner.block_size]  # [T, L, 2, H, D]
     engine.block_pool.free(blocks)
     return logits, kv.permute(1, 2, 0, 3, 4)
