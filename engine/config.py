@@ -31,6 +31,9 @@ class EngineConfig:
         chunk_pool_bytes: on-device chunk residency budget (linked chunk KV kept for reuse).
         chunk_tokens: KVSplit's largest chunk, in tokens.
         link_policy: the server default, used when a request names none.
+        enforce_eager: never capture CUDA graphs (as in vLLM). Otherwise, on CUDA with the
+            ``flashinfer`` backend, decode-only steps replay a graph captured per batch size
+            (1, 2, 4, then multiples of 8 up to ``max_num_seqs``) at start-up.
         skip_tokenizer_init: serve token-id prompts only (text fields are then empty).
         seed: seed of the engine's default sampler generator.
     """
@@ -50,8 +53,13 @@ class EngineConfig:
     chunk_pool_bytes: int = 256 * 1024 * 1024
     chunk_tokens: int = 512
     link_policy: LinkPolicy = field(default_factory=LinkPolicy.default)
+    enforce_eager: bool = False
     skip_tokenizer_init: bool = False
     seed: int = 0
+
+    @property
+    def uses_cuda_graphs(self) -> bool:
+        return not self.enforce_eager and self.device.startswith("cuda") and self.backend == "flashinfer"
 
     def __post_init__(self) -> None:
         if not self.model:

@@ -18,6 +18,7 @@ from engine.chunk_lifecycle import ChunkLifecycle
 from engine.chunk_pool import ChunkPool
 from engine.chunk_source import ChunkSource
 from engine.config import EngineConfig
+from engine.decode_graphs import capture_sizes
 from engine.detokenizer import Detokenizer, TextState
 from engine.kv_manager import KVManager
 from engine.loader import load_model
@@ -56,8 +57,9 @@ class Engine:
         self.chunks = ChunkLifecycle(self.chunk_pool, chunk_source, self.kv, self.spec.bos_token_id,
                                      self.device, self.dtype)
         self.scheduler = Scheduler(config, self.kv, self.chunks)
+        graph_sizes = capture_sizes(config.max_num_seqs) if config.uses_cuda_graphs else ()
         self.runner = ModelRunner(loaded.model, num_blocks, config.block_size, config.backend,
-                                  self.device, self.dtype)
+                                  self.device, self.dtype, graph_sizes, -(-self.max_model_len // config.block_size))
         self.detokenizer = Detokenizer(self.tokenizer)
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
         self._requests: dict[str, Request] = {}  # every unfinished sequence, by its own id

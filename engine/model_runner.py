@@ -13,6 +13,7 @@ rows) continue through layers 2.., the rest keep their linked K/V there.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -21,6 +22,7 @@ from engine.attention import make_attention_backend
 from engine import prompt_logprobs
 from engine.model import ForwardContext, KVCapture, Model
 from engine.chunk_lifecycle import CompileJob, LinkWrite
+from engine.decode_graphs import DecodeGraphs, is_decode_step
 from engine.query_select import select_rows
 from engine.rope import apply_rope, inverse_frequencies, rope_cos_sin
 from engine.scheduler import ScheduledWork, SchedulerOutput
@@ -39,23 +41,35 @@ class StepResult:
 
 
 class ModelRunner:
-    """Owns the paged KV tensor and the attention backend."""
+    """Owns the paged KV tensor, the attention backend and the decode graphs.
+
+    ``graph_sizes`` (empty: none) are the batch sizes decode-only steps run at through
+    :class:`DecodeGraphs`, captured as CUDA graphs on a CUDA device (replayed eagerly elsewhere),
+    for sequences of at most ``max_seq_pages`` pages; the KV tensor then holds one scratch block
+    past the pool's ``num_blocks`` for their padding.
+    """
 
     def __init__(self, model: Model, num_blocks: int, block_size: int, backend: str,
-                 device: torch.device, dtype: torch.dtype):
+                 device: torch.device, dtype: torch.dtype, graph_sizes: Sequence[int] = (),
+                 max_seq_pages: int = 0):
         spec = model.spec
         self.model = model
         self.block_size = block_size
         self.device = device
-        # [num_layers, num_blocks, 2, block_size, num_kv_heads, head_dim]
+        # [num_layers, num_blocks (+ 1 scratch), 2, block_size, num_kv_heads, head_dim]
         self.kv_caches = torch.zeros(
-            spec.num_layers, num_blocks, 2, block_size, spec.num_kv_heads, spec.head_dim,
+            spec.num_layers, num_blocks + bool(graph_sizes), 2, block_size, spec.num_kv_heads, spec.head_dim,
             dtype=dtype, device=device,
         )
         self.attention = make_attention_backend(
             backend, spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.head_dim**-0.5, device, dtype
         )
         self.inv_freq = inverse_frequencies(spec).to(device)
+        self.graphs = None
+        if graph_sizes:
+            decoders = {size: self.attention.graph_decoder(size, size * max(max_seq_pages, 1)) for size in graph_sizes}
+            self.graphs = DecodeGraphs(model, decoders, self.kv_caches, self.inv_freq, block_size,
+                                       capture=device.type == "cuda")
 
     def link(self, write: LinkWrite) -> None:
         """Write a chunk's NoPE KV [num_layers, 2, T, Hkv, D] at its absolute positions."""
@@ -73,6 +87,8 @@ class ModelRunner:
             self.link(write)
         works = sched.work
         batch = build_step_batch([w.seq for w in works], [w.runs for w in works], self.block_size, self.device)
+        if self.graphs is not None and is_decode_step(sched) and self.graphs.fits(len(works)):
+            return StepResult(works, self.model.compute_logits(self.graphs.run(batch)))
         querying = [i for i, w in enumerate(works) if w.blend_candidates and w.seq.policy.name == "query"]
         dropped: dict[str, int] = {}
         if querying:

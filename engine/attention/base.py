@@ -159,6 +159,12 @@ class AttentionBackend(ABC):
         """Prepare for this step's layout (no per-layer host work after this)."""
 
     @abstractmethod
+    def graph_decoder(self, batch_size: int, max_pages: int) -> AttentionBackend:
+        """A backend for decode steps of exactly ``batch_size`` one-row segments over at most
+        ``max_pages`` page entries in all, planned into fixed buffers so that a CUDA graph may
+        capture its :meth:`forward` (:mod:`engine.decode_graphs`)."""
+
+    @abstractmethod
     def forward(self, q: torch.Tensor, kv_cache: torch.Tensor) -> torch.Tensor:
         """Attention for the planned rows.
 

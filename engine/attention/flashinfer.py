@@ -1,7 +1,8 @@
 """The FlashInfer attention backend: paged-KV prefill and decode kernels on CUDA.
 
 Planned once per step (:mod:`engine.attention.flashinfer_plan` builds the arrays), run per
-layer with no host work. One-row segments go to ``BatchDecodeWithPagedKVCacheWrapper``, the
+layer with no host work; :class:`GraphDecoder` is the fixed-size decode wrapper CUDA-graph
+decode captures (:mod:`engine.decode_graphs`). One-row segments go to ``BatchDecodeWithPagedKVCacheWrapper``, the
 rest (prefill pieces, compile sequences, link-recompute runs) to
 ``BatchPrefillWithPagedKVCacheWrapper`` with ``causal=True``, whose bottom-right causal
 alignment is exactly the query-segment contract of :mod:`engine.attention.base`. RoPE is never
@@ -22,6 +23,7 @@ from engine.attention.flashinfer_plan import (
     PagedPlan,
     RowSelection,
     StepPlan,
+    paged_plan,
     plan_step,
     use_tensor_cores,
 )
@@ -125,6 +127,9 @@ class FlashInferAttentionBackend(AttentionBackend):
             kv_data_type=self.dtype,
         )
 
+    def graph_decoder(self, batch_size: int, max_pages: int) -> GraphDecoder:
+        return GraphDecoder(self, batch_size, max_pages)
+
     def forward(self, q: torch.Tensor, kv_cache: torch.Tensor) -> torch.Tensor:
         # q: [N, Hq, D]; kv_cache: [num_blocks, 2, bs, Hkv, D]
         step = self._step
@@ -141,6 +146,37 @@ class FlashInferAttentionBackend(AttentionBackend):
         _run_part(self._decode, q, kv_cache, step.decode_rows, out)
         _run_part(self._prefill, q, kv_cache, step.prefill_rows, out)
         return out
+
+
+class GraphDecoder(AttentionBackend):
+    """A decode wrapper in FlashInfer's CUDA-graph mode: ``batch_size`` one-row segments whose
+    page arrays are copied into fixed device buffers at :meth:`plan`, so a graph captured over
+    :meth:`forward` replays with every later step's pages."""
+
+    def __init__(self, parent: FlashInferAttentionBackend, batch_size: int, max_pages: int):
+        super().__init__(parent.num_q_heads, parent.num_kv_heads, parent.head_dim, parent.scale)
+        self.batch_size = batch_size
+        self._parent = parent
+
+        def buffer(n: int) -> torch.Tensor:
+            return torch.zeros(n, dtype=torch.int32, device=parent.device)
+
+        self._wrapper = parent._flashinfer.BatchDecodeWithPagedKVCacheWrapper(
+            parent._workspace, "NHD", use_cuda_graph=True, use_tensor_cores=parent._tensor_cores,
+            paged_kv_indptr_buffer=buffer(batch_size + 1), paged_kv_indices_buffer=buffer(max_pages),
+            paged_kv_last_page_len_buffer=buffer(batch_size), backend=parent._kernel_backend)
+
+    def plan(self, meta: AttentionMetadata) -> None:
+        plan = paged_plan(meta, list(range(meta.num_segments)))
+        assert plan.is_decode and plan.batch_size == self.batch_size, (
+            f"graph decoder for {self.batch_size} rows planned with {plan.batch_size} segments")
+        self._parent._plan_decode(self._wrapper, plan)
+
+    def graph_decoder(self, batch_size: int, max_pages: int) -> GraphDecoder:
+        return self._parent.graph_decoder(batch_size, max_pages)
+
+    def forward(self, q: torch.Tensor, kv_cache: torch.Tensor) -> torch.Tensor:
+        return self._wrapper.run(q, kv_cache)
 
 
 def _run_part(wrapper, q: torch.Tensor, kv_cache: torch.Tensor, rows: RowSelection, out: torch.Tensor) -> None:

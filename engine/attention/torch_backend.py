@@ -54,6 +54,11 @@ class TorchAttentionBackend(AttentionBackend):
         self._pages = torch.cat(tables).to(device)  # [P] the pages of every group, group by group
         self._groups = groups
 
+    def graph_decoder(self, batch_size: int, max_pages: int) -> TorchAttentionBackend:
+        """A fresh instance: it plans on the host per step, so decode graphs replay it eagerly
+        (a CUDA graph cannot capture its per-group loop)."""
+        return TorchAttentionBackend(self.num_q_heads, self.num_kv_heads, self.head_dim, self.scale)
+
     @staticmethod
     def _extends(prev: int, s: int, meta: AttentionMetadata, pages: torch.Tensor) -> bool:
         """Segment s continues prev's rows and one page table is a prefix of the other."""

@@ -151,3 +151,27 @@ def test_greedy_generation_matches_torch_backend(gpu_model_dir, policy, params):
         torch.cuda.empty_cache()
     assert all(len(t) == 12 for t in tokens["torch"])
     assert tokens["flashinfer"] == tokens["torch"]
+
+
+def test_cuda_graph_decode_matches_eager_decode(gpu_model_dir):
+    """Decode steps replay captured graphs (sizes 1..8, padded) and give the eager engine's tokens."""
+    from engine import Engine, EngineConfig, SamplingParams
+
+    gen = torch.Generator().manual_seed(9)
+    prompts = [torch.randint(3, 512, (n,), generator=gen).tolist() for n in (5, 130, 37, 999, 64)]
+    params = [SamplingParams(max_tokens=6 + 5 * i, temperature=0.0, ignore_eos=True) for i in range(5)]
+    tokens = {}
+    for eager in (True, False):
+        engine = Engine(EngineConfig(model=str(gpu_model_dir), backend="flashinfer", device="cuda", dtype="bfloat16",
+                                     skip_tokenizer_init=True, kv_cache_bytes=64 * 1024 * 1024, max_num_seqs=8,
+                                     enforce_eager=eager))
+        tokens[eager] = [o.token_ids for o in engine.generate(prompts, params)]
+        graphs = engine.runner.graphs
+        if eager:
+            assert graphs is None
+        else:
+            assert graphs.captured == [1, 2, 4, 8]
+            assert graphs.steps == max(p.max_tokens for p in params) - 1
+        del engine
+        torch.cuda.empty_cache()
+    assert tokens[False] == tokens[True]
