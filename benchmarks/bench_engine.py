@@ -78,7 +78,7 @@ def main() -> None:
     print(f"setup: {machine_description(torch.device('cpu'))}")
     print(f"model: {args.model or 'random Llama'}, {n_params / 1e6:.0f}M params, fp32, {c.num_hidden_layers} layers, "
           f"hidden {c.hidden_size}, GQA {c.num_attention_heads}/{c.num_key_value_heads}")
-    print(f"runs: {args.runs} (medians), torch threads {torch.get_num_threads()}")
+    print(f"runs: {args.runs} (medians, the two sides alternating), torch threads {torch.get_num_threads()}")
 
     vocab = c.vocab_size
     lengths = [int(t) for t in args.prompt_tokens.split(",")]
@@ -91,21 +91,25 @@ def main() -> None:
     hf_generate(hf, b1, 2)
     ours_generate(engine, b1, 2)
 
-    def med(f):
-        return statistics.median(f() for _ in range(args.runs))
+    def paired(hf_run, our_run) -> tuple[float, float]:
+        """Medians of ``runs`` timings of each side, alternating sides run by run (so a slow
+        spell of a shared machine falls on both)."""
+        hf_t, our_t = [], []
+        for _ in range(args.runs):
+            hf_t.append(hf_run())
+            our_t.append(our_run())
+        return statistics.median(hf_t), statistics.median(our_t)
 
     # Prefill: TTFT of one long prompt (one new token).
     for tok in lengths:
         long = prompts(1, tok, tok, seed=1, vocab=vocab)
-        hf_ttft = med(lambda: hf_generate(hf, long, 1))
-        our_ttft = med(lambda: ours_generate(engine, long, 1)[1])
+        hf_ttft, our_ttft = paired(lambda: hf_generate(hf, long, 1), lambda: ours_generate(engine, long, 1)[1])
         rows.append([f"prefill {tok} tok (tok/s)", tok / hf_ttft, tok / our_ttft, hf_ttft / our_ttft])
         rows.append([f"TTFT {tok} tok (s)", hf_ttft, our_ttft, hf_ttft / our_ttft])
     # Decode: (time for d tokens - time for 1 token) over d-1 tokens per sequence.
     for name, batch in (("batch 1", b1), ("batch 16", b16), ("batch 32 mixed", b32)):
-        hf_first, hf_all = med(lambda: hf_generate(hf, batch, 1)), med(lambda: hf_generate(hf, batch, d))
-        our_first = med(lambda: ours_generate(engine, batch, 1)[0])
-        our_all = med(lambda: ours_generate(engine, batch, d)[0])
+        hf_first, our_first = paired(lambda: hf_generate(hf, batch, 1), lambda: ours_generate(engine, batch, 1)[0])
+        hf_all, our_all = paired(lambda: hf_generate(hf, batch, d), lambda: ours_generate(engine, batch, d)[0])
         n = len(batch) * (d - 1)
         rows.append([f"decode {name} (tok/s)", n / (hf_all - hf_first), n / (our_all - our_first),
                      (hf_all - hf_first) / (our_all - our_first)])
