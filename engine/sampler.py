@@ -128,7 +128,6 @@ def sample(logits: torch.Tensor, rows: Sequence[SampleRow], default_generator: t
     """
     num_rows, vocab = logits.shape
     params = [r.params for r in rows]
-    logprobs_all = torch.log_softmax(logits, dim=-1)
     x = process_logits(logits, rows, eos_token_ids, bitmask, masked_rows)
     chosen = x.argmax(dim=-1)
     drawn = [i for i, p in enumerate(params) if not p.greedy]
@@ -138,18 +137,22 @@ def sample(logits: torch.Tensor, rows: Sequence[SampleRow], default_generator: t
     top: list[dict[int, float] | None] = [None] * num_rows
     max_top = max((p.top_logprobs for p in params), default=0)
     if max_top:
+        logprobs_all = torch.log_softmax(logits, dim=-1)
         values, ids = logprobs_all.topk(min(max_top, vocab), dim=-1)
         values, ids = values.tolist(), ids.tolist()
         for i, p in enumerate(params):
             if p.top_logprobs:
                 top[i] = dict(zip(ids[i][: p.top_logprobs], values[i][: p.top_logprobs]))
-    chosen_logprobs = logprobs_all.gather(1, chosen[:, None])[:, 0].tolist()
+        chosen_logprobs = logprobs_all.gather(1, chosen[:, None])[:, 0].tolist()
+    else:  # the chosen logprob alone: one read of each row, no [M, vocab] output
+        chosen_logprobs = (logits.gather(1, chosen[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)).tolist()
     return Sampled(chosen_cpu, chosen_logprobs, top)
 
 
 def process_logits(logits: torch.Tensor, rows: Sequence[SampleRow], eos_token_ids: Sequence[int] = (),
                    bitmask: torch.Tensor | None = None, masked_rows: Sequence[int] = ()) -> torch.Tensor:
-    """Grammar mask, logit bias, min_tokens and penalties on every row (a new tensor).
+    """Grammar mask, logit bias, min_tokens and penalties on every row (a new tensor; ``logits``
+    itself when no row has any).
 
     Args:
         logits: [M, vocab] float32.
@@ -159,6 +162,9 @@ def process_logits(logits: torch.Tensor, rows: Sequence[SampleRow], eos_token_id
         [M, vocab] float32: the logits greedy rows take the argmax of.
     """
     params = [r.params for r in rows]
+    min_token_rows = [i for i, r in enumerate(rows) if len(r.output_ids) < r.params.min_tokens]
+    if not (masked_rows or min_token_rows or any(p.logit_bias or p.has_penalties for p in params)):
+        return logits  # nothing to apply: no copy
     x = logits.clone()
     if bitmask is not None and masked_rows:
         import xgrammar
@@ -167,8 +173,8 @@ def process_logits(logits: torch.Tensor, rows: Sequence[SampleRow], eos_token_id
                                              indices=list(masked_rows))
     _fill(x, [(i, t) for i, p in enumerate(params) for t, _ in p.logit_bias],
           [b for p in params for _, b in p.logit_bias], accumulate=True)
-    _fill(x, [(i, t) for i, r in enumerate(rows) if len(r.output_ids) < r.params.min_tokens
-              for t in {*r.params.stop_token_ids, *(() if r.params.ignore_eos else eos_token_ids)}],
+    _fill(x, [(i, t) for i in min_token_rows
+              for t in {*rows[i].params.stop_token_ids, *(() if rows[i].params.ignore_eos else eos_token_ids)}],
           float("-inf"), accumulate=False)
     penalized = [i for i, p in enumerate(params) if p.has_penalties]
     if penalized:

@@ -10,10 +10,9 @@ Planning splits the step's query segments in two kinds:
   layer, the pages of every group are gathered in one copy per K and V, and each group attends
   over its own contiguous range of them.
 - *Decode buckets*: lone one-row segments (decode rows of different sequences), sorted by KV
-  length and cut into buckets whose padding to the bucket's longest row wastes at most
-  ``MAX_PADDING`` of their KV; each bucket is one padded SDPA call over its own gathered pages
-  (one call per row costs more in host work than that padding, one call for rows of very
-  different lengths more in padding: measured on a CPU).
+  length and cut into buckets of rows close in length (:func:`buckets_of`); each bucket is one
+  padded SDPA call over its own gathered pages (one call per row costs more in host work than
+  that padding, one call for rows of very different lengths more in padding: measured on a CPU).
 
 Pages are gathered with ``index_select`` (whole pages), several times faster on a CPU than
 advanced indexing.
@@ -28,22 +27,23 @@ import torch.nn.functional as F
 
 from engine.attention.base import AttentionBackend, AttentionMetadata
 
-MAX_PADDING = 1.25  # a decode bucket's padded KV slots over its rows' real KV slots, at most
+# A decode row joins the bucket of the longer rows before it when padding it to that bucket's
+# longest row adds at most this many KV slots, or a quarter of that longest row: less padding
+# than a call of its own costs in host work on a CPU.
+PAD_SLOTS = 256
 
 
 def buckets_of(lengths: list[int]) -> list[list[int]]:
-    """Indices of ``lengths``, longest first, cut into buckets padding to their longest at most
-    ``MAX_PADDING`` times their total length."""
+    """Indices of ``lengths``, longest first, cut into buckets: an index joins the current
+    bucket when its length is within ``max(PAD_SLOTS, longest / 4)`` of the bucket's longest."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     out: list[list[int]] = []
-    total = 0
     for i in order:
-        if out and (len(out[-1]) + 1) * lengths[out[-1][0]] <= MAX_PADDING * (total + lengths[i]):
+        longest = lengths[out[-1][0]] if out else 0
+        if out and longest - lengths[i] <= max(PAD_SLOTS, longest // 4):
             out[-1].append(i)
-            total += lengths[i]
         else:
             out.append([i])
-            total = lengths[i]
     return out
 
 
