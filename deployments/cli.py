@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--dtype", default=None, help="override engine.dtype (float32, bfloat16, float16)")
     serve_cmd.add_argument("--api-key", default=None,
                            help="require 'Authorization: Bearer KEY' on /v1 routes (ingress.api_key)")
+    serve_cmd.add_argument("--enforce-eager", action="store_true", default=None,
+                           help="never capture CUDA graphs (engine.enforce_eager)")
     serve_cmd.add_argument("--link-policy", default=None,
                            help="default link policy: NAME[:FIELD=VALUE,...], e.g. legolink:k=16 or naive:tail=0.15")
     commands.add_parser("warmup", help="compile a corpus into the chunk store (a Ray job; see epic warmup -h)")
@@ -59,6 +61,7 @@ def serve_config(args: argparse.Namespace):
 
     config = load_config(args.config)
     engine = {"model": _model_path(args.model), "max_model_len": args.max_model_len, "dtype": args.dtype,
+              "enforce_eager": args.enforce_eager,
               "link_policy": None if args.link_policy is None else parse_link_policy(args.link_policy)}
     served = args.served_model_name
     if served is None and args.model is not None:  # as in vLLM: the served name is the model's

@@ -27,7 +27,7 @@ STARTUP_TIMEOUT_S = 240
 
 def args(**kw) -> argparse.Namespace:
     base = dict(model=None, config=None, host=None, port=None, max_model_len=None, served_model_name=None,
-                dtype=None, api_key=None, link_policy=None)
+                dtype=None, api_key=None, link_policy=None, enforce_eager=None)
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -52,14 +52,15 @@ def test_flags_override_the_config(tmp_path, tiny_model_dir):
     path = write_config(tmp_path, tiny_model_dir)
     config = serve_config(args(model=str(tiny_model_dir), config=path, port=1234, host="127.0.0.2",
                                max_model_len=512, served_model_name="tiny-cli", dtype="bfloat16", api_key="k",
-                               link_policy="cacheblend:ratio=0.3"))
+                               link_policy="cacheblend:ratio=0.3", enforce_eager=True))
     assert config.engine.model == str(tiny_model_dir.resolve())
+    assert config.engine.enforce_eager
     assert (config.engine.max_model_len, config.engine.dtype) == (512, "bfloat16")
     assert config.engine.link_policy == LinkPolicy("cacheblend", ratio=0.3)
     assert (config.ingress.served_model_name, config.ingress.api_key) == ("tiny-cli", "k")
     assert (config.http.host, config.http.port) == ("127.0.0.2", 1234)
     kept = serve_config(args(config=path))
-    assert kept.engine.model == "unused-model" and kept.ingress.api_key is None
+    assert kept.engine.model == "unused-model" and kept.ingress.api_key is None and not kept.engine.enforce_eager
     with pytest.raises(ValueError, match="dtype"):
         serve_config(args(config=path, dtype="int3"))
 
