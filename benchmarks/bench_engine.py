@@ -11,15 +11,21 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from bench_report import machine_description, markdown_table
-from random_llama import write_random_llama
 
-from engine import Engine, EngineConfig, SamplingParams
+ROOT = Path(__file__).resolve().parents[1]
+if not __package__:  # run as a script: the repository root, for ``benchmarks.*``
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_report import machine_description, markdown_table  # noqa: E402
+from benchmarks.random_llama import write_random_llama  # noqa: E402
+
+from engine import Engine, EngineConfig, SamplingParams  # noqa: E402
 
 # ~50M parameters: big enough for matmuls to dominate on a CPU.
 BENCH_LLAMA = dict(

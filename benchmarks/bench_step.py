@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -19,15 +20,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from bench_engine import BENCH_LLAMA, prompts
-from bench_report import machine_description, markdown_table
-from random_llama import write_random_llama
 
-import engine.engine as engine_module
-import engine.model_runner as runner_module
-from engine import Engine, EngineConfig, SamplingParams
+ROOT = Path(__file__).resolve().parents[1]
+if not __package__:  # run as a script: the repository root, for ``benchmarks.*``
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_engine import BENCH_LLAMA, prompts  # noqa: E402
+from benchmarks.bench_report import machine_description, markdown_table  # noqa: E402
+from benchmarks.random_llama import write_random_llama  # noqa: E402
+
+import engine.engine as engine_module  # noqa: E402
+import engine.model_runner as runner_module  # noqa: E402
+from engine import Engine, EngineConfig, SamplingParams  # noqa: E402
 
 PHASES = ("schedule", "metadata", "forward", "lm head", "sample", "postprocess", "step")
+HEADROOM = 64  # tokens past the measured steps: early requests decode while later ones prefill
 # (name, batch size, shortest and longest prompt)
 WORKLOADS = (("batch 1", 1, 128, 128), ("batch 16", 16, 64, 256), ("batch 32 mixed", 32, 32, 1024))
 
@@ -77,7 +84,7 @@ def instrument(engine: Engine, timer: PhaseTimer) -> None:
 
 def measure(engine: Engine, timer: PhaseTimer, batch: list[list[int]], steps: int) -> dict[str, float]:
     """Median milliseconds per phase over ``steps`` decode steps of ``batch``."""
-    params = SamplingParams(max_tokens=steps + 2, temperature=0.0, ignore_eos=True)
+    params = SamplingParams(max_tokens=steps + HEADROOM, temperature=0.0, ignore_eos=True)
     ids = [engine.add_request(p, params) for p in batch]
     while any(not engine._requests[i].output_ids for i in ids):
         engine.step()
@@ -94,17 +101,18 @@ def measure(engine: Engine, timer: PhaseTimer, batch: list[list[int]], steps: in
         per_step["sample"].append(t["sample"])
         per_step["postprocess"].append(t["postprocess+sample"] - t["sample"])
         per_step["step"].append(t["step"])
-    while engine.has_unfinished():
-        engine.step()
+    for request_id in ids:
+        engine.abort(request_id)
     return {k: 1000 * statistics.median(v) for k, v in per_step.items()}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Print the table; return {workload: {phase: median ms}}."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=32, help="decode steps measured per workload")
     ap.add_argument("--model", default="", help="a model name the engine loads (default: a random ~50M Llama)")
     ap.add_argument("--device", default="cpu")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     from engine.model_source import resolve_model_dir
 
     if args.model:
@@ -120,11 +128,13 @@ def main() -> None:
     print(f"setup: {machine_description(device)}")
     print(f"model: {args.model or 'random Llama'}, {args.steps} decode steps per workload (medians, ms per step)")
     engine.generate([[1, 5, 6]], SamplingParams(max_tokens=2, temperature=0.0))  # warm up
-    rows = []
+    results = {}
     for name, size, lo, hi in WORKLOADS:
-        ms = measure(engine, timer, prompts(size, lo, hi, seed=3, vocab=vocab), args.steps)
-        rows.append([name, *(ms[p] for p in PHASES)])
+        hi = min(hi, engine.max_model_len - args.steps - HEADROOM)  # a small model's context bounds the prompts
+        results[name] = measure(engine, timer, prompts(size, min(lo, hi), hi, seed=3, vocab=vocab), args.steps)
+    rows = [[name, *(ms[p] for p in PHASES)] for name, ms in results.items()]
     print(markdown_table(["workload", *(f"{p} (ms)" for p in PHASES)], rows))
+    return results
 
 
 if __name__ == "__main__":
