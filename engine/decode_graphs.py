@@ -61,6 +61,7 @@ class DecodeGraphs:
             rows (FlashInfer's graph wrappers on CUDA; any backend when not capturing).
         kv_caches: [num_layers, num_blocks + 1, 2, block_size, Hkv, D]; the last block is scratch.
         inv_freq: [head_dim // 2] float32 RoPE inverse frequencies.
+        block_size: tokens per KV page.
         capture: record each size as a CUDA graph (CUDA only); else replay eagerly.
     """
 

@@ -19,7 +19,7 @@ def test_embedded_default_loads_from_the_installed_package(tmp_path, monkeypatch
     assert config.replica.num_replicas == 1 and config.replica.request_router == "cache_aware"
     assert (config.http.host, config.http.port) == ("127.0.0.1", 8000)
     assert config.ingress.served_model_name == "smollm2-135m-instruct"
-    assert config.engine.link_policy.label() == "naive+tail-15"
+    assert config.engine.link_policy.label() == "cacheblend-15"
     assert config.engine.link_policy == EngineConfig(model="x").link_policy  # the two defaults kept equal
 
 
