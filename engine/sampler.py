@@ -51,15 +51,18 @@ def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
 
     Args:
         logits: [M, vocab] float32, already divided by the temperature.
-        top_k: [M] int64, 0 keeps every token.
-        top_p: [M] float32 in (0, 1].
-        min_p: [M] float32 in [0, 1].
+        top_k: [M] int64, 0 keeps every token (on the host: which filters apply is decided
+            there, with no device sync).
+        top_p: [M] float32 in (0, 1], on the host.
+        min_p: [M] float32 in [0, 1], on the host.
 
     Returns:
         [M, vocab] with filtered-out tokens at -inf.
     """
     vocab = logits.shape[-1]
-    if bool((top_k > 0).any()) or bool((top_p < 1.0).any()):
+    use_k_or_p, use_min_p = bool((top_k > 0).any()) or bool((top_p < 1.0).any()), bool((min_p > 0).any())
+    top_k, top_p, min_p = (t.to(logits.device) for t in (top_k, top_p, min_p))
+    if use_k_or_p:
         sorted_logits, order = logits.sort(dim=-1, descending=True)
         rank = torch.arange(vocab, device=logits.device)[None, :]
         k = torch.where(top_k > 0, top_k.clamp(max=vocab), vocab)[:, None]
@@ -69,7 +72,7 @@ def filter_logits(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor
         remove = (probs.cumsum(-1) - probs) >= top_p[:, None]
         sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
         logits = torch.empty_like(logits).scatter_(1, order, sorted_logits)
-    if bool((min_p > 0).any()):
+    if use_min_p:
         probs = logits.softmax(-1)
         logits = logits.masked_fill(probs < min_p[:, None] * probs.max(-1, keepdim=True).values, float("-inf"))
     return logits
@@ -193,13 +196,12 @@ def sampling_logits(logits: torch.Tensor, params: Sequence[SamplingParams]) -> t
     Args:
         logits: [D, vocab] float32, processed (:func:`process_logits`).
     """
-    device = logits.device
-    temps = torch.tensor([p.temperature for p in params], dtype=torch.float32, device=device)
+    temps = torch.tensor([p.temperature for p in params], dtype=torch.float32, device=logits.device)
     return filter_logits(
         logits / temps[:, None],
-        torch.tensor([p.top_k for p in params], dtype=torch.int64, device=device),
-        torch.tensor([p.top_p for p in params], dtype=torch.float32, device=device),
-        torch.tensor([p.min_p for p in params], dtype=torch.float32, device=device))
+        torch.tensor([p.top_k for p in params], dtype=torch.int64),
+        torch.tensor([p.top_p for p in params], dtype=torch.float32),
+        torch.tensor([p.min_p for p in params], dtype=torch.float32))
 
 
 def _draw(logits: torch.Tensor, rows: Sequence[SampleRow], default_generator: torch.Generator) -> torch.Tensor:
