@@ -207,6 +207,7 @@ class Ingress:
 
     @app.post("/tokenize")
     async def tokenize(self, request: Request) -> dict[str, Any]:
+        self._check_headers(request)
         body = self._parse(TokenizeRequest, await self._read(request))
         if body.model is not None:
             self._check_model(body.model)
@@ -225,6 +226,7 @@ class Ingress:
 
     @app.post("/detokenize")
     async def detokenize(self, request: Request) -> dict[str, Any]:
+        self._check_headers(request)
         body = self._parse(DetokenizeRequest, await self._read(request))
         if body.model is not None:
             self._check_model(body.model)
@@ -330,6 +332,13 @@ class Ingress:
         return {"id": name, "object": "model", "created": 0, "owned_by": "epic-serve", "root": name,
                 "parent": None, "max_model_len": info.max_model_len}
 
+    def _check_headers(self, request: Request) -> None:
+        """Raises APIError 431 for headers over ``max_header_bytes``."""
+        header_bytes = sum(len(k) + len(v) + 4 for k, v in request.headers.raw)
+        if header_bytes > self.config.max_header_bytes:
+            raise APIError(431, f"the request headers are {header_bytes} bytes; the limit is "
+                                f"{self.config.max_header_bytes}", code="request_header_fields_too_large")
+
     def _authorize(self, request: Request) -> str | None:
         """The request's tenant (None: none), from its API key when keys are configured.
 
@@ -337,10 +346,7 @@ class Ingress:
             APIError: 431 for headers over ``max_header_bytes``; 401 when keys are configured
                 and the request sends none of them.
         """
-        header_bytes = sum(len(k) + len(v) + 4 for k, v in request.headers.raw)
-        if header_bytes > self.config.max_header_bytes:
-            raise APIError(431, f"the request headers are {header_bytes} bytes; the limit is "
-                                f"{self.config.max_header_bytes}", code="request_header_fields_too_large")
+        self._check_headers(request)
         if not self._keys:
             return None
         sent = request.headers.get("authorization", "").encode("latin-1")  # the raw header bytes

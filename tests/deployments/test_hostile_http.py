@@ -54,10 +54,13 @@ def test_a_trickled_body_gets_408_within_the_body_timeout(hostile_url):
     assert elapsed < BODY_TIMEOUT_S + 3, elapsed
 
 
-def test_oversized_headers_are_refused(hostile_url):
-    head = (f"GET {PREFIX}/v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {'a' * 200_000}\r\n"
+@pytest.mark.parametrize("method,path", [("GET", "/v1/models"), ("POST", "/tokenize"), ("POST", "/detokenize")])
+def test_oversized_headers_are_refused(hostile_url, method, path):
+    body = b'{"prompt": "hi"}' if path == "/tokenize" else b'{"tokens": [1]}'
+    head = (f"{method} {PREFIX}{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: {'a' * 200_000}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
             "Connection: close\r\n\r\n").encode()
-    answer = raw_request(hostile_url, head, [], pause_s=0)
+    answer = raw_request(hostile_url, head, [body] if method == "POST" else [], pause_s=0)
     assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
     assert b'"code":"request_header_fields_too_large"' in answer
 
