@@ -25,7 +25,7 @@ from engine.model import ForwardContext, Model
 from engine.request import Request
 from engine.rope import rope_cos_sin
 from engine.scheduler import SchedulerOutput
-from engine.step_batch import StepBatch
+from engine.step_batch import StepRows
 
 
 def capture_sizes(max_num_seqs: int) -> list[int]:
@@ -87,17 +87,13 @@ class DecodeGraphs:
     def fits(self, num_rows: int) -> bool:
         return graph_size(num_rows, self.sizes) is not None
 
-    def run(self, batch: StepBatch) -> torch.Tensor:
-        """The last layer's output [n, hidden] of a decode-only ``batch`` of n rows."""
-        n = batch.num_rows
+    def run(self, rows: StepRows) -> torch.Tensor:
+        """The last layer's output [n, hidden] of a decode-only step's n ``rows``."""
+        n = len(rows.layouts)
         size = graph_size(n, self.sizes)
         assert size is not None, f"{n} decode rows exceed the largest captured size {self.sizes[-1]}"
-        meta = batch.meta
-        pages = meta.kv_page_indices_cpu.tolist()
-        indptr = meta.kv_page_indptr_cpu
-        layouts = [SegmentLayout(1, meta.kv_lens_cpu[s], tuple(pages[indptr[s]:indptr[s + 1]]))
-                   for s in range(meta.num_segments)]
-        self._stage(batch.token_ids, batch.positions, batch.slots, layouts, size)
+        token_ids = torch.tensor(rows.token_ids, dtype=torch.int64).to(self.kv_caches.device)
+        self._stage(token_ids, rows.positions, rows.slots, rows.layouts, size)
         self._graphs.get(size, lambda: self._forward(size))()
         self.steps += 1
         return self.hidden[:n]

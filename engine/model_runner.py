@@ -26,7 +26,7 @@ from engine.decode_graphs import DecodeGraphs, is_decode_step
 from engine.query_select import select_rows
 from engine.rope import apply_rope, inverse_frequencies, rope_cos_sin
 from engine.scheduler import ScheduledWork, SchedulerOutput
-from engine.step_batch import StepBatch, build_step_batch, runs_of, slots_of
+from engine.step_batch import StepBatch, build_step_batch, runs_of, slots_of, step_rows
 
 BLEND_LAYER = 1  # CacheBlend selects by KV deviation at this layer
 
@@ -86,9 +86,10 @@ class ModelRunner:
         for write in sched.links:
             self.link(write)
         works = sched.work
-        batch = build_step_batch([w.seq for w in works], [w.runs for w in works], self.block_size, self.device)
+        seqs, runs = [w.seq for w in works], [w.runs for w in works]
         if self.graphs is not None and is_decode_step(sched) and self.graphs.fits(len(works)):
-            return StepResult(works, self.model.compute_logits(self.graphs.run(batch)))
+            return StepResult(works, self.model.compute_logits(self.graphs.run(step_rows(seqs, runs, self.block_size))))
+        batch = build_step_batch(seqs, runs, self.block_size, self.device)
         querying = [i for i, w in enumerate(works) if w.blend_candidates and w.seq.policy.name == "query"]
         dropped: dict[str, int] = {}
         if querying:

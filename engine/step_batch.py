@@ -71,9 +71,19 @@ def tokens_in(seq: Request | CompileJob, start: int, end: int) -> list[int]:
     return seq.prompt_ids[start:min(end, n)] + seq.output_ids[max(start - n, 0):max(end - n, 0)]
 
 
-def build_step_batch(
-    seqs: list[Request | CompileJob], runs: list[list[Run]], block_size: int, device: torch.device
-) -> StepBatch:
+@dataclass(slots=True)
+class StepRows:
+    """One step's rows on the host, before attention metadata: what :func:`build_step_batch`
+    packs, and what decode graphs pad into their static buffers instead."""
+
+    layouts: list[SegmentLayout]  # one query segment per run
+    token_ids: list[int]  # [N]
+    positions: torch.Tensor  # [N] int64
+    slots: torch.Tensor  # [N] int64
+    row_offsets: list[int]  # [len(seqs) + 1]
+
+
+def step_rows(seqs: list[Request | CompileJob], runs: list[list[Run]], block_size: int) -> StepRows:
     layouts: list[SegmentLayout] = []
     tokens: list[int] = []
     run_bounds: list[tuple[int, int]] = []
@@ -98,6 +108,13 @@ def build_step_batch(
     table_start = torch.cumsum(table_len, 0) - table_len
     row_table = torch.repeat_interleave(table_start[torch.tensor(run_seq, dtype=torch.int64)], lengths)
     slots = tables[row_table + positions // block_size] * block_size + positions % block_size
-    meta = build_metadata(layouts, positions, slots, block_size, device)
-    token_ids = torch.tensor(tokens, dtype=torch.int64).to(device)
-    return StepBatch(seqs, [list(r) for r in runs], offsets, token_ids, positions, slots, meta)
+    return StepRows(layouts, tokens, positions, slots, offsets)
+
+
+def build_step_batch(
+    seqs: list[Request | CompileJob], runs: list[list[Run]], block_size: int, device: torch.device
+) -> StepBatch:
+    rows = step_rows(seqs, runs, block_size)
+    meta = build_metadata(rows.layouts, rows.positions, rows.slots, block_size, device)
+    token_ids = torch.tensor(rows.token_ids, dtype=torch.int64).to(device)
+    return StepBatch(seqs, [list(r) for r in runs], rows.row_offsets, token_ids, rows.positions, rows.slots, meta)

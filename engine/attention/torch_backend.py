@@ -76,10 +76,11 @@ class TorchAttentionBackend(AttentionBackend):
                 runs[-1].append(s)
             else:
                 runs.append([s])
-        decode = [r[0] for r in runs if len(r) == 1 and qo[r[0] + 1] - qo[r[0]] == 1]
+        decode: list[int] = []  # lone one-row segments
         groups, tables, first_slot = [], [], 0
         for segs in runs:
-            if len(segs) == 1 and segs[0] in decode:
+            if len(segs) == 1 and qo[segs[0] + 1] - qo[segs[0]] == 1:
+                decode.append(segs[0])
                 continue
             longest = max(segs, key=lambda s: indptr[s + 1] - indptr[s])
             tables.append(pages_cpu[indptr[longest] : indptr[longest + 1]])

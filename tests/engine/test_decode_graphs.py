@@ -4,13 +4,12 @@ decode (the capture itself runs only on CUDA: tests/attention/test_flashinfer_gp
 import random
 
 import pytest
-import torch
 
 from engine import SamplingParams
 from engine.decode_graphs import capture_sizes, graph_size, is_decode_step
 from engine.model_runner import ModelRunner
 from engine.scheduler import ScheduledWork, SchedulerOutput
-from engine.step_batch import build_step_batch
+from engine.step_batch import step_rows
 
 from tests.support.engines import assert_no_leaks, make_engine
 
@@ -74,12 +73,11 @@ def test_padding_rows_write_only_the_scratch_block(hf_model_dirs):
     sched = engine.scheduler.schedule()
     assert is_decode_step(sched) and len(sched.work) == 3  # runs at size 4: one padding row
     before = runner.kv_caches.clone()
-    batch = build_step_batch([w.seq for w in sched.work], [w.runs for w in sched.work], runner.block_size,
-                             runner.device)
-    runner.graphs.run(batch)
+    rows = step_rows([w.seq for w in sched.work], [w.runs for w in sched.work], runner.block_size)
+    runner.graphs.run(rows)
     changed = (runner.kv_caches != before).permute(1, 3, 0, 2, 4, 5).flatten(2).any(-1)  # [num_blocks + 1, bs]
     written = {(int(b), int(o)) for b, o in changed.nonzero()}
-    real = {(int(s) // runner.block_size, int(s) % runner.block_size) for s in batch.slots}
+    real = {(int(s) // runner.block_size, int(s) % runner.block_size) for s in rows.slots}
     scratch = runner.graphs.scratch_block
     assert scratch == engine.block_pool.num_blocks  # past every block the pool hands out
     assert written == real | {(scratch, 0)}
